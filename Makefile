@@ -1,0 +1,124 @@
+# lorq — build, setup and test entry points.
+#
+#   make            build bin/ (the lorq CLI; worker and gateway join as they land)
+#   make setup      install Debian packages, the Python test venv and the bundled model
+#   make test       setup, then every test (C units under ASan/UBSan, Python integration, short fuzz runs)
+#   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
+#
+# Sources are found by wildcard: a new common/*.c joins libcommon, a new cli/*.c
+# joins $(BIN)/lorq, a new tests/unit/test_*.c becomes a unit-test binary and a new
+# tests/fuzz/fuzz_*.c a fuzz target.
+
+CC      ?= gcc
+FUZZ_CC ?= clang
+PKGS     = jansson libpcre2-8 libutf8proc openblas
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN     = -std=gnu11 -Wall -Wextra -Werror
+INCLUDES = -Icommon -Ikernels -Iworker
+CFLAGS  ?= -O2 -g
+CFLAGS  += $(WARN) -D_GNU_SOURCE $(INCLUDES) $(PKG_CFLAGS) -MMD -MP
+LDLIBS   = $(PKG_LIBS) -lm -lpthread
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+# B and BIN let parallel builds of one tree keep apart (make B=build-x BIN=bin-x).
+B   ?= build
+BIN ?= bin
+
+COMMON_SRC = $(wildcard common/*.c)
+# The engine: compute backends and the model, everything the worker runs.
+ENGINE_SRC = $(wildcard kernels/cpu/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
+CLI_SRC    = $(wildcard cli/*.c)
+UNIT_SRC   = $(wildcard tests/unit/test_*.c)
+FUZZ_SRC   = $(wildcard tests/fuzz/fuzz_*.c)
+
+COMMON_OBJ     = $(COMMON_SRC:%.c=$(B)/%.o)
+ENGINE_OBJ     = $(ENGINE_SRC:%.c=$(B)/%.o)
+COMMON_SAN_OBJ = $(COMMON_SRC:%.c=$(B)/san/%.o)
+ENGINE_SAN_OBJ = $(ENGINE_SRC:%.c=$(B)/san/%.o)
+COMMON_FUZ_OBJ = $(COMMON_SRC:%.c=$(B)/fuzz/%.o)
+CLI_OBJ        = $(CLI_SRC:%.c=$(B)/%.o)
+UNIT_BIN       = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+FUZZ_BIN       = $(FUZZ_SRC:tests/fuzz/%.c=$(B)/fuzz/bin/%)
+
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+PYTEST_ARGS ?=
+
+# Keep every object: sanitizer and fuzz objects are otherwise deleted as intermediates.
+.SECONDARY:
+
+.PHONY: all setup test unit-test py-test fuzz-build fuzz fuzz-smoke clean
+all: $(BIN)/lorq
+
+$(BIN)/lorq: $(CLI_OBJ) $(B)/libengine.a $(B)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/libengine.a: $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/libcommon.a: $(COMMON_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Unit tests and the objects they link run under AddressSanitizer and UBSan.
+$(B)/san/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -O1 $(SAN) -c -o $@ $<
+
+$(B)/san/libcommon.a: $(COMMON_SAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/san/libengine.a: $(ENGINE_SAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/tests/%: tests/unit/%.c $(B)/san/libengine.a $(B)/san/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS) -lcmocka
+
+# libFuzzer targets: clang, coverage instrumentation plus ASan/UBSan.
+FUZZ_FLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE $(INCLUDES) $(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+$(B)/fuzz/%.o: %.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -c -o $@ $<
+
+$(B)/fuzz/bin/%: tests/fuzz/%.c $(COMMON_FUZ_OBJ)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+setup:
+	@bash ops/setup.sh
+
+unit-test: $(UNIT_BIN)
+	@bash tests/run_unit.sh $(UNIT_BIN)
+
+py-test: all
+	.venv/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz-smoke: $(FUZZ_BIN)
+	@bash tests/fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_BIN)
+
+fuzz: $(FUZZ_BIN)
+	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+test: setup
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit-test
+	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory py-test
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

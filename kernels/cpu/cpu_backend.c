@@ -1,0 +1,322 @@
+/* cpu_backend.c — the backend interface on the CPU.
+ *
+ * Matmuls of a few rows (decode) go to our own vector kernel (gemm.c), which
+ * streams each weight once per step and makes every row's result independent
+ * of the batch it is in; matmuls of many rows (prefill) go to OpenBLAS sgemm. Everything else is plain
+ * C loops split across the thread pool, rows or (sequence, head, query chunk)
+ * being the unit of work. Backend memory is host memory. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "gemm.h"
+#include "threads.h"
+
+typedef struct cpu_impl {
+    lq_pool *pool;
+    float *scratch; /* widened chunk of a bf16/f16 weight for sgemm */
+    size_t scratch_len;
+} cpu_impl;
+
+static cpu_impl *impl_of(lq_backend *b) { return b->impl; }
+
+/* ---------- memory ---------- */
+
+static void *cpu_alloc(lq_backend *b, size_t bytes) {
+    (void)b;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+    return p;
+}
+
+static void cpu_free(lq_backend *b, void *p) {
+    (void)b;
+    free(p);
+}
+
+static void cpu_copy(lq_backend *b, void *dst, const void *src, size_t bytes) {
+    (void)b;
+    memcpy(dst, src, bytes);
+}
+
+static void cpu_sync(lq_backend *b) { (void)b; }
+
+/* ---------- element access ---------- */
+
+static inline float load_elem(const void *base, lq_dtype t, size_t i) {
+    switch (t) {
+    case LQ_DTYPE_BF16: return lq_bf16_to_f32(((const uint16_t *)base)[i]);
+    case LQ_DTYPE_F16: return lq_f16_to_f32(((const uint16_t *)base)[i]);
+    default: return ((const float *)base)[i];
+    }
+}
+
+/* Widens one row of a table into dst. */
+static void widen_row(float *dst, const lq_mat *w, int row) {
+    size_t off = (size_t)row * (size_t)w->cols;
+    if (w->dtype == LQ_DTYPE_F32) {
+        memcpy(dst, (const float *)w->data + off, (size_t)w->cols * sizeof(float));
+        return;
+    }
+    const uint16_t *src = (const uint16_t *)w->data + off;
+    if (w->dtype == LQ_DTYPE_BF16)
+        for (int j = 0; j < w->cols; j++) dst[j] = lq_bf16_to_f32(src[j]);
+    else
+        for (int j = 0; j < w->cols; j++) dst[j] = lq_f16_to_f32(src[j]);
+}
+
+/* ---------- embedding, norms, elementwise ---------- */
+
+static void cpu_embed(lq_backend *b, float *x, const lq_mat *table, const int32_t *ids, int n) {
+    (void)b;
+    for (int i = 0; i < n; i++) widen_row(x + (size_t)i * (size_t)table->cols, table, ids[i]);
+}
+
+typedef struct rms_ctx {
+    float *y;
+    const float *x;
+    const lq_mat *w;
+    int dim;
+    float eps;
+} rms_ctx;
+
+static void rms_task(void *ctxp, int i, int thread) {
+    (void)thread;
+    rms_ctx *c = ctxp;
+    const float *x = c->x + (size_t)i * (size_t)c->dim;
+    float *y = c->y + (size_t)i * (size_t)c->dim;
+    double ss = 0.0;
+    for (int j = 0; j < c->dim; j++) ss += (double)x[j] * x[j];
+    float inv = 1.0f / sqrtf((float)(ss / c->dim) + c->eps);
+    for (int j = 0; j < c->dim; j++) y[j] = x[j] * inv * load_elem(c->w->data, c->w->dtype, (size_t)j);
+}
+
+static void cpu_rmsnorm(lq_backend *b, float *y, const float *x, const lq_mat *w, int n, int dim, float eps) {
+    rms_ctx c = {y, x, w, dim, eps};
+    lq_pool_run(impl_of(b)->pool, n, rms_task, &c);
+}
+
+static void cpu_add(lq_backend *b, float *x, const float *y, size_t count) {
+    (void)b;
+    for (size_t i = 0; i < count; i++) x[i] += y[i];
+}
+
+static void cpu_silu_mul(lq_backend *b, float *out, const float *gate, const float *up, size_t count) {
+    (void)b;
+    for (size_t i = 0; i < count; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+static void cpu_rope(lq_backend *b, float *x, int n, int n_heads, int head_dim, const int32_t *pos,
+                     const float *inv_freq) {
+    (void)b;
+    int half = head_dim / 2;
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < half; j++) {
+            float angle = (float)pos[i] * inv_freq[j];
+            float c = cosf(angle), s = sinf(angle);
+            for (int h = 0; h < n_heads; h++) {
+                float *v = x + ((size_t)i * (size_t)n_heads + (size_t)h) * (size_t)head_dim;
+                float a = v[j], bb = v[j + half];
+                v[j] = a * c - bb * s;
+                v[j + half] = bb * c + a * s;
+            }
+        }
+    }
+}
+
+static void cpu_gather_rows(lq_backend *b, float *dst, const float *src, const int32_t *idx, int n, int dim) {
+    (void)b;
+    for (int i = 0; i < n; i++)
+        memmove(dst + (size_t)i * (size_t)dim, src + (size_t)idx[i] * (size_t)dim, (size_t)dim * sizeof(float));
+}
+
+/* ---------- matmul ---------- */
+
+static void add_bias(float *y, int n, int rows, const float *bias) {
+    if (!bias) return;
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < rows; r++) y[(size_t)i * (size_t)rows + (size_t)r] += bias[r];
+}
+
+/* Steps with more rows than this are compute-bound: OpenBLAS's sgemm, which
+ * packs and blocks for the caches, beats our streaming kernel there. Below it
+ * (decode-heavy steps) our kernel wins and is exactly batch-invariant; across
+ * the threshold a row's result changes only by f32 rounding. */
+enum { BLAS_MIN_ROWS = 17, BLAS_CHUNK_ROWS = 256 };
+
+typedef struct widen_ctx {
+    float *dst;
+    const lq_mat *w;
+    int r0;
+} widen_ctx;
+
+static void widen_task(void *ctxp, int t, int thread) {
+    (void)thread;
+    widen_ctx *c = ctxp;
+    widen_row(c->dst + (size_t)t * (size_t)c->w->cols, c->w, c->r0 + t);
+}
+
+static void matmul_blas(lq_backend *b, float *y, const float *x, int n, const lq_mat *w) {
+    if (w->dtype == LQ_DTYPE_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, w->rows, w->cols, 1.0f, x, w->cols, w->data, w->cols,
+                    0.0f, y, w->rows);
+        return;
+    }
+    /* bf16/f16: widen a cache-sized chunk of rows, multiply it, next chunk. */
+    cpu_impl *im = impl_of(b);
+    size_t need = (size_t)BLAS_CHUNK_ROWS * (size_t)w->cols;
+    if (im->scratch_len < need) {
+        free(im->scratch);
+        im->scratch = malloc(need * sizeof(float));
+        im->scratch_len = need;
+    }
+    for (int r0 = 0; r0 < w->rows; r0 += BLAS_CHUNK_ROWS) {
+        int rows = w->rows - r0 < BLAS_CHUNK_ROWS ? w->rows - r0 : BLAS_CHUNK_ROWS;
+        widen_ctx wc = {im->scratch, w, r0};
+        lq_pool_run(im->pool, rows, widen_task, &wc);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, w->cols, 1.0f, x, w->cols, im->scratch, w->cols,
+                    0.0f, y + r0, w->rows);
+    }
+}
+
+static void cpu_matmul(lq_backend *b, float *y, const float *x, int n, const lq_mat *w, const float *bias) {
+    if (n <= 0) return;
+    if (n >= BLAS_MIN_ROWS) matmul_blas(b, y, x, n, w);
+    else lq_cpu_gemm(impl_of(b)->pool, y, w->rows, x, n, w);
+    add_bias(y, n, w->rows, bias);
+}
+
+/* ---------- paged KV cache ---------- */
+
+static size_t kv_offset(const lq_kv_pool *kv, int slot) {
+    return (size_t)slot * (size_t)kv->n_kv_heads * (size_t)kv->head_dim;
+}
+
+static void cpu_kv_write(lq_backend *b, const lq_kv_pool *kv, int layer, const float *k, const float *v,
+                         const int32_t *slots, int n) {
+    (void)b;
+    size_t row = (size_t)kv->n_kv_heads * (size_t)kv->head_dim;
+    for (int i = 0; i < n; i++) {
+        memcpy(kv->k[layer] + kv_offset(kv, slots[i]), k + (size_t)i * row, row * sizeof(float));
+        memcpy(kv->v[layer] + kv_offset(kv, slots[i]), v + (size_t)i * row, row * sizeof(float));
+    }
+}
+
+/* Attention work is split into (sequence, head, chunk of queries) tasks. */
+enum { ATTN_Q_CHUNK = 16 };
+
+typedef struct attn_task_ref {
+    int seq, head, q0, q1;
+} attn_task_ref;
+
+typedef struct attn_ctx {
+    float *out;
+    const float *q;
+    const lq_kv_pool *kv;
+    int layer, n_heads;
+    float scale;
+    const lq_attn_seq *seqs;
+    const attn_task_ref *tasks;
+} attn_ctx;
+
+static const float *kv_row(const lq_kv_pool *kv, const float *pool, const int32_t *table, int t, int kvh) {
+    int slot = table[t / kv->block_size] * kv->block_size + t % kv->block_size;
+    return pool + kv_offset(kv, slot) + (size_t)kvh * (size_t)kv->head_dim;
+}
+
+static void attn_task(void *ctxp, int ti, int thread) {
+    (void)thread;
+    attn_ctx *c = ctxp;
+    const attn_task_ref *t = &c->tasks[ti];
+    const lq_attn_seq *s = &c->seqs[t->seq];
+    const lq_kv_pool *kv = c->kv;
+    int hd = kv->head_dim, kvh = t->head / (c->n_heads / kv->n_kv_heads);
+    size_t qstride = (size_t)c->n_heads * (size_t)hd;
+    float *scores = malloc((size_t)s->ctx_len * sizeof(float));
+    float acc[hd];
+    for (int qi = t->q0; qi < t->q1; qi++) {
+        int pos = s->ctx_len - s->q_len + qi; /* this query's position: it sees keys 0..pos */
+        const float *q = c->q + (size_t)(s->q_start + qi) * qstride + (size_t)t->head * (size_t)hd;
+        float mx = -INFINITY;
+        for (int k = 0; k <= pos; k++) {
+            scores[k] = lq_cpu_dot(q, kv_row(kv, kv->k[c->layer], s->block_table, k, kvh), hd) * c->scale;
+            if (scores[k] > mx) mx = scores[k];
+        }
+        float sum = 0.0f;
+        for (int k = 0; k <= pos; k++) {
+            scores[k] = expf(scores[k] - mx);
+            sum += scores[k];
+        }
+        for (int j = 0; j < hd; j++) acc[j] = 0.0f;
+        float inv_sum = 1.0f / sum;
+        for (int k = 0; k <= pos; k++)
+            lq_cpu_axpy(acc, scores[k] * inv_sum, kv_row(kv, kv->v[c->layer], s->block_table, k, kvh), hd);
+        memcpy(c->out + (size_t)(s->q_start + qi) * qstride + (size_t)t->head * (size_t)hd, acc, sizeof acc);
+    }
+    free(scores);
+}
+
+static void cpu_attention(lq_backend *b, float *out, const float *q, const lq_kv_pool *kv, int layer,
+                          const lq_attn_seq *seqs, int n_seqs, int n_heads, float scale) {
+    int n_tasks = 0;
+    for (int s = 0; s < n_seqs; s++) n_tasks += n_heads * ((seqs[s].q_len + ATTN_Q_CHUNK - 1) / ATTN_Q_CHUNK);
+    attn_task_ref *tasks = malloc((size_t)(n_tasks ? n_tasks : 1) * sizeof *tasks);
+    int t = 0;
+    for (int s = 0; s < n_seqs; s++)
+        for (int h = 0; h < n_heads; h++)
+            for (int q0 = 0; q0 < seqs[s].q_len; q0 += ATTN_Q_CHUNK) {
+                int q1 = q0 + ATTN_Q_CHUNK < seqs[s].q_len ? q0 + ATTN_Q_CHUNK : seqs[s].q_len;
+                tasks[t++] = (attn_task_ref){s, h, q0, q1};
+            }
+    attn_ctx c = {out, q, kv, layer, n_heads, scale, seqs, tasks};
+    lq_pool_run(impl_of(b)->pool, n_tasks, attn_task, &c);
+    free(tasks);
+}
+
+/* ---------- lifecycle ---------- */
+
+static void cpu_destroy(lq_backend *b) {
+    cpu_impl *im = impl_of(b);
+    lq_pool_free(im->pool);
+    free(im->scratch);
+    free(im);
+    free(b);
+}
+
+lq_backend *lq_backend_cpu_new(int n_threads, lq_error *err) {
+    lq_backend *b = calloc(1, sizeof *b);
+    cpu_impl *im = calloc(1, sizeof *im);
+    if (!b || !im || !(im->pool = lq_pool_new(n_threads))) {
+        free(b);
+        free(im);
+        lq_fail(err, "cpu backend: out of memory");
+        return NULL;
+    }
+    openblas_set_num_threads(lq_pool_size(im->pool));
+    *b = (lq_backend){
+        .name = "cpu",
+        .impl = im,
+        .host_memory = 1,
+        .alloc = cpu_alloc,
+        .free = cpu_free,
+        .upload = cpu_copy,
+        .download = cpu_copy,
+        .embed = cpu_embed,
+        .matmul = cpu_matmul,
+        .rmsnorm = cpu_rmsnorm,
+        .add = cpu_add,
+        .rope = cpu_rope,
+        .silu_mul = cpu_silu_mul,
+        .kv_write = cpu_kv_write,
+        .attention = cpu_attention,
+        .gather_rows = cpu_gather_rows,
+        .sync = cpu_sync,
+        .destroy = cpu_destroy,
+    };
+    return b;
+}

@@ -1,0 +1,197 @@
+/* gemm.c — the CPU matmul kernel (see gemm.h).
+ *
+ * Why not sgemm for everything: a batch-1 decode step is bound by streaming
+ * the weights, and BLAS libraries pay per-call costs (thread wake-ups,
+ * packing) that matter when a step is 200 small GEMMs; and they choose
+ * kernels by matrix size, so a row's result would depend on how many other
+ * rows share its step. This kernel computes every (x row, W row) dot product
+ * the same way whatever n is and wherever the pair falls in a block, so a
+ * sequence's logits are bitwise the same alone or in any batch.
+ *
+ * Shape: tasks own blocks of W rows (W is read from memory once per step);
+ * inside, a register tile of vector accumulators — 4 W rows × up to 4 x rows
+ * — walks along the shared dimension. Tiles of every shape do the same
+ * arithmetic per pair (lanes along j, a fixed fold, a scalar tail), and a
+ * ragged W edge repeats its last row and drops the result, so where a pair
+ * falls never changes its value. bf16/f16
+ * weights are widened into a per-thread f32 scratch, 16 rows at a time, then
+ * go through the same f32 tile. The vector width follows the CPU (AVX-512,
+ * AVX2+FMA, or generic), chosen once at first use. */
+#include "gemm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { TILE_W = 4, MAX_TILE_X = 4, TASK_ROWS = 32, WIDEN_ROWS = 16 };
+
+/* Unaligned vector types: weights and activations are not 32/64-byte aligned in general. */
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
+/* One tile: out[a][b] = x row a · W row b, for TX x rows and TILE_W W rows (duplicates allowed).
+ * Lanes accumulate along j, then fold in a fixed order, then the scalar tail: the same
+ * arithmetic for every pair whatever the tile's shape. */
+#define DEFINE_TILE(NAME, VEC, WIDTH, TX, ATTR)                                                                       \
+    ATTR static void NAME(const float *const *xr, const float *const *wr, int cols,                                 \
+                          float out[MAX_TILE_X][TILE_W]) {                                                           \
+        VEC acc[TX][TILE_W];                                                                                         \
+        _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                         \
+            _Pragma("GCC unroll 4") for (int b = 0; b < TILE_W; b++) acc[a][b] = (VEC){0};                           \
+        int j = 0;                                                                                                   \
+        for (; j + WIDTH <= cols; j += WIDTH) {                                                                      \
+            VEC wv[TILE_W], xv[TX];                                                                                  \
+            _Pragma("GCC unroll 4") for (int b = 0; b < TILE_W; b++) wv[b] = *(const VEC *)(wr[b] + j);              \
+            _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) xv[a] = *(const VEC *)(xr[a] + j);                  \
+            _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                     \
+                _Pragma("GCC unroll 4") for (int b = 0; b < TILE_W; b++) acc[a][b] += xv[a] * wv[b];                 \
+        }                                                                                                            \
+        for (int a = 0; a < TX; a++)                                                                                 \
+            for (int b = 0; b < TILE_W; b++) {                                                                       \
+                float lanes[WIDTH];                                                                                  \
+                memcpy(lanes, &acc[a][b], sizeof lanes);                                                             \
+                for (int h = WIDTH / 2; h >= 1; h /= 2)                                                              \
+                    for (int l = 0; l < h; l++) lanes[l] += lanes[l + h];                                            \
+                float s = lanes[0];                                                                                  \
+                for (int t = j; t < cols; t++) s += xr[a][t] * wr[b][t];                                             \
+                out[a][b] = s;                                                                                       \
+            }                                                                                                        \
+    }
+
+#define AVX512 __attribute__((target("avx512f,fma")))
+#define AVX2 __attribute__((target("avx2,fma")))
+DEFINE_TILE(tile_avx512_x4, v16, 16, 4, AVX512)
+DEFINE_TILE(tile_avx512_x2, v16, 16, 2, AVX512)
+DEFINE_TILE(tile_avx512_x1, v16, 16, 1, AVX512)
+DEFINE_TILE(tile_avx2_x2, v8, 8, 2, AVX2)
+DEFINE_TILE(tile_avx2_x1, v8, 8, 1, AVX2)
+DEFINE_TILE(tile_generic_x2, v8, 8, 2, )
+DEFINE_TILE(tile_generic_x1, v8, 8, 1, )
+
+/* Dot product and y += a·x for attention over the KV cache, same lane scheme. */
+#define DEFINE_VEC_OPS(SUFFIX, VEC, WIDTH, ATTR)                                                                       \
+    ATTR static float dot_##SUFFIX(const float *a, const float *b, int n) {                                          \
+        VEC acc = {0};                                                                                               \
+        int j = 0;                                                                                                   \
+        for (; j + WIDTH <= n; j += WIDTH) acc += *(const VEC *)(a + j) * *(const VEC *)(b + j);                     \
+        float lanes[WIDTH];                                                                                          \
+        memcpy(lanes, &acc, sizeof lanes);                                                                           \
+        for (int h = WIDTH / 2; h >= 1; h /= 2)                                                                      \
+            for (int l = 0; l < h; l++) lanes[l] += lanes[l + h];                                                    \
+        float s = lanes[0];                                                                                          \
+        for (; j < n; j++) s += a[j] * b[j];                                                                         \
+        return s;                                                                                                    \
+    }                                                                                                                \
+    ATTR static void axpy_##SUFFIX(float *y, float alpha, const float *x, int n) {                                   \
+        int j = 0;                                                                                                   \
+        for (; j + WIDTH <= n; j += WIDTH) *(VEC *)(y + j) += alpha * *(const VEC *)(x + j);                         \
+        for (; j < n; j++) y[j] += alpha * x[j];                                                                     \
+    }
+
+DEFINE_VEC_OPS(avx512, v16, 16, AVX512)
+DEFINE_VEC_OPS(avx2, v8, 8, AVX2)
+DEFINE_VEC_OPS(generic, v8, 8, )
+
+typedef void (*tile_fn)(const float *const *, const float *const *, int, float[MAX_TILE_X][TILE_W]);
+
+/* tiles[k] handles k x rows at once (NULL: use a smaller one); widest first pays off in
+ * prefill, where each W row loaded from cache meets up to four x rows. */
+typedef struct tile_set {
+    const char *isa;
+    tile_fn tiles[MAX_TILE_X + 1];
+    float (*dot)(const float *, const float *, int);
+    void (*axpy)(float *, float, const float *, int);
+} tile_set;
+
+static const tile_set *pick_tiles(void) {
+    static const tile_set avx512 = {
+        "avx512", {NULL, tile_avx512_x1, tile_avx512_x2, NULL, tile_avx512_x4}, dot_avx512, axpy_avx512};
+    static const tile_set avx2 = {"avx2", {NULL, tile_avx2_x1, tile_avx2_x2, NULL, NULL}, dot_avx2, axpy_avx2};
+    static const tile_set generic = {
+        "generic", {NULL, tile_generic_x1, tile_generic_x2, NULL, NULL}, dot_generic, axpy_generic};
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return &avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2;
+    return &generic;
+}
+
+static const tile_set *tiles;
+
+const char *lq_cpu_gemm_isa(void) {
+    if (!tiles) tiles = pick_tiles();
+    return tiles->isa;
+}
+
+float lq_cpu_dot(const float *a, const float *b, int n) {
+    if (!tiles) tiles = pick_tiles();
+    return tiles->dot(a, b, n);
+}
+
+void lq_cpu_axpy(float *y, float alpha, const float *x, int n) {
+    if (!tiles) tiles = pick_tiles();
+    tiles->axpy(y, alpha, x, n);
+}
+
+/* y[i][r0 .. r0+nr) for all n rows of x, from nr contiguous f32 rows of W at w. */
+static void gemm_block(float *y, int ldy, const float *x, int n, const float *w, int r0, int nr, int cols) {
+    for (int i0 = 0; i0 < n;) {
+        int tx = n - i0 < MAX_TILE_X ? n - i0 : MAX_TILE_X;
+        while (!tiles->tiles[tx]) tx--;
+        const float *xr[MAX_TILE_X];
+        for (int a = 0; a < tx; a++) xr[a] = x + (size_t)(i0 + a) * cols;
+        for (int b0 = 0; b0 < nr; b0 += TILE_W) {
+            const float *wr[TILE_W];
+            for (int b = 0; b < TILE_W; b++) wr[b] = w + (size_t)(b0 + b < nr ? b0 + b : nr - 1) * cols;
+            float out[MAX_TILE_X][TILE_W];
+            tiles->tiles[tx](xr, wr, cols, out);
+            for (int a = 0; a < tx; a++)
+                for (int b = 0; b < TILE_W && b0 + b < nr; b++) y[(size_t)(i0 + a) * ldy + r0 + b0 + b] = out[a][b];
+        }
+        i0 += tx;
+    }
+}
+
+typedef struct gemm_ctx {
+    float *y;
+    int ldy;
+    const float *x;
+    int n;
+    const lq_mat *w;
+    float **scratch; /* per thread, WIDEN_ROWS × cols, for bf16/f16 */
+} gemm_ctx;
+
+static void widen_rows(float *dst, const lq_mat *w, int r0, int nr) {
+    size_t count = (size_t)nr * (size_t)w->cols, off = (size_t)r0 * (size_t)w->cols;
+    const uint16_t *src = (const uint16_t *)w->data + off;
+    if (w->dtype == LQ_DTYPE_BF16)
+        for (size_t k = 0; k < count; k++) dst[k] = lq_bf16_to_f32(src[k]);
+    else
+        for (size_t k = 0; k < count; k++) dst[k] = lq_f16_to_f32(src[k]);
+}
+
+static void gemm_task(void *ctxp, int task, int thread) {
+    gemm_ctx *c = ctxp;
+    const lq_mat *w = c->w;
+    int r0 = task * TASK_ROWS, r1 = r0 + TASK_ROWS < w->rows ? r0 + TASK_ROWS : w->rows;
+    if (w->dtype == LQ_DTYPE_F32) {
+        gemm_block(c->y, c->ldy, c->x, c->n, (const float *)w->data + (size_t)r0 * w->cols, r0, r1 - r0, w->cols);
+        return;
+    }
+    for (int s = r0; s < r1; s += WIDEN_ROWS) {
+        int nr = s + WIDEN_ROWS < r1 ? WIDEN_ROWS : r1 - s;
+        widen_rows(c->scratch[thread], w, s, nr);
+        gemm_block(c->y, c->ldy, c->x, c->n, c->scratch[thread], s, nr, w->cols);
+    }
+}
+
+void lq_cpu_gemm(lq_pool *pool, float *y, int ldy, const float *x, int n, const lq_mat *w) {
+    if (n <= 0 || w->rows <= 0) return;
+    if (!tiles) tiles = pick_tiles();
+    int threads = lq_pool_size(pool);
+    float *scratch[threads];
+    memset(scratch, 0, sizeof scratch);
+    if (w->dtype != LQ_DTYPE_F32)
+        for (int t = 0; t < threads; t++) scratch[t] = malloc((size_t)WIDEN_ROWS * (size_t)w->cols * sizeof(float));
+    gemm_ctx c = {y, ldy, x, n, w, scratch};
+    lq_pool_run(pool, (w->rows + TASK_ROWS - 1) / TASK_ROWS, gemm_task, &c);
+    for (int t = 0; t < threads; t++) free(scratch[t]);
+}
