@@ -4,6 +4,7 @@
 #   make setup      install Debian packages, the Python test venv and the bundled model
 #   make test       setup, then every test (C units under ASan/UBSan, Python integration, short fuzz runs)
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
+#   make bench-cpu  CPU prefill/decode throughput against the memory-bandwidth bound
 #
 # Sources are found by wildcard: a new common/*.c joins libcommon, a new cli/*.c
 # joins $(BIN)/lorq, a new tests/unit/test_*.c becomes a unit-test binary and a new
@@ -49,7 +50,7 @@ PYTEST_ARGS ?=
 # Keep every object: sanitizer and fuzz objects are otherwise deleted as intermediates.
 .SECONDARY:
 
-.PHONY: all setup test unit-test py-test fuzz-build fuzz fuzz-smoke clean
+.PHONY: all setup test unit-test py-test fuzz-build fuzz fuzz-smoke bench-cpu clean
 all: $(BIN)/lorq
 
 $(BIN)/lorq: $(CLI_OBJ) $(B)/libengine.a $(B)/libcommon.a
@@ -117,6 +118,11 @@ test: setup
 	@$(MAKE) --no-print-directory unit-test
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory py-test
+
+# CPU throughput against the memory-bandwidth bound, on the bundled model.
+bench-cpu: setup
+	@$(MAKE) --no-print-directory all
+	$(BIN)/lorq bench --model models/SmolLM2-135M-Instruct
 
 clean:
 	rm -rf build bin

@@ -295,7 +295,7 @@ static int load_merges(json_t *merges, tok_bpe *m, lq_error *err) {
         if (merge_parts(e, i, &a, &alen, &b, &blen, err) != 0) return tok_buf_free(&joined), -1;
         int32_t ia = merge_token(m, a, alen, i, err), ib = ia < 0 ? -1 : merge_token(m, b, blen, i, err);
         if (ib < 0) return tok_buf_free(&joined), -1;
-        if (blen < m->prefix_len || memcmp(b, m->prefix, m->prefix_len) != 0) {
+        if (m->prefix_len && (blen < m->prefix_len || memcmp(b, m->prefix, m->prefix_len) != 0)) {
             tok_buf_free(&joined);
             return lq_fail(err, "model.merges[%zu]: '%.*s' does not start with continuing_subword_prefix", i,
                            (int)blen, b);

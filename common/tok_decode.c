@@ -267,7 +267,8 @@ void tok_stream_free(lq_tok_stream *s) {
 
 static int decode_window(lq_tok_stream *s, size_t from, tok_buf *into, lq_error *err) {
     into->len = 0;
-    return tok_decode_into(s->tok, s->window.v + from, s->window.n - from, s->skip_special, into, &s->ctx, err);
+    const int32_t *ids = s->window.n ? s->window.v + from : NULL;
+    return tok_decode_into(s->tok, ids, s->window.n - from, s->skip_special, into, &s->ctx, err);
 }
 
 /* How much of the window's text no later id can change. */

@@ -42,7 +42,7 @@ int tok_buf_put(tok_buf *b, const void *data, size_t len);
 void tok_buf_free(tok_buf *b);
 
 /* One piece of a tok_list: text[off..off+len); id >= 0 marks an added token
- * (its text is kept only for decoding-order bookkeeping). `first` is true when
+ * already decided (later stages pass it through untouched). `first` is true when
  * the piece starts at offset 0 of the original input, which Metaspace's
  * prepend_scheme "first" asks about. */
 typedef struct tok_piece {
@@ -311,6 +311,7 @@ typedef struct tok_trie {
     tok_u64map edges; /* (node << 8 | byte) -> child node */
     int32_t *term;    /* node -> index into added[], -1 */
     size_t n_nodes, cap;
+    uint8_t starts[256]; /* bytes some pattern starts with: skip the rest fast */
 } tok_trie;
 
 struct lq_tokenizer {

@@ -48,6 +48,7 @@ static void trie_free(tok_trie *t) {
  * library's automaton reports the lowest pattern index). */
 static int trie_add(tok_trie *t, const char *s, size_t len, int32_t idx) {
     uint64_t node = 0;
+    if (len) t->starts[(uint8_t)s[0]] = 1;
     for (size_t i = 0; i < len; i++) {
         uint64_t key = (node << 8) | (uint8_t)s[i], child;
         if (!tok_u64map_get(&t->edges, key, &child)) {
@@ -71,6 +72,7 @@ static int trie_add(tok_trie *t, const char *s, size_t len, int32_t idx) {
 static int32_t trie_longest(const tok_trie *t, const char *s, size_t len, size_t at, size_t *end) {
     uint64_t node = 0, child;
     int32_t best = -1;
+    if (!t->starts[(uint8_t)s[at]]) return -1;
     for (size_t i = at; i < len; i++) {
         if (!tok_u64map_get(&t->edges, (node << 8) | (uint8_t)s[i], &child)) break;
         node = child;
@@ -224,12 +226,14 @@ int tok_encode(const lq_tokenizer *tok, const char *text, size_t len, int add_sp
     int rc = tok_ctx_init(&st.ctx, err);
     added_ctx a = {tok, &tok->word, &st.ctx};
     if (rc == 0) rc = split_on_added(&a, &tok->raw_trie, clean, clean_len, 1, &st.raw, err);
+    free(clean); /* each stage's list holds its own copy of the text: drop earlier stages early */
     if (rc == 0) rc = normalize_pieces(tok, &st, &a, err);
+    tok_list_free(&st.raw);
     if (rc == 0 && tok->has_pre) rc = tok_pretok_apply(&tok->pre, &st.normalized, &st.words, &st.ctx, err);
+    if (tok->has_pre) tok_list_free(&st.normalized);
     if (rc == 0) rc = model_pieces(tok, &st, tok->has_pre ? &st.words : &st.normalized, err);
     if (rc == 0) rc = post_process(tok, &st.ids, add_special_tokens, ids, n_ids, err);
     encode_state_free(&st);
-    free(clean);
     return rc;
 }
 

@@ -14,13 +14,16 @@
  *   normalizer      NFC NFD NFKC NFKD Lowercase Strip Prepend Replace
  *                   ByteLevel Sequence null
  *   pre_tokenizer   ByteLevel Split Digits Metaspace Whitespace
- *                   WhitespaceSplit Punctuation Sequence null
+ *                   WhitespaceSplit Punctuation CharDelimiterSplit
+ *                   BertPreTokenizer Sequence null
  *   post_processor  TemplateProcessing (single), ByteLevel, RobertaProcessing,
  *                   BertProcessing, Sequence null
  *   decoder         ByteLevel Metaspace Replace ByteFallback Fuse Strip
  *                   Sequence null
  *   added_tokens    content special single_word lstrip rstrip normalized
  * `truncation` and `padding` are ignored: lorq enforces lengths itself.
+ * Stricter than the library: an added token whose "id" differs from the id
+ * the library would assign it is refused (the library warns and renumbers).
  *
  * Text given to tok_encode may be any bytes: invalid UTF-8 is first repaired
  * (one U+FFFD per maximal ill-formed subpart, see utf8.h), so encoding raw
@@ -75,7 +78,9 @@ int tok_is_special(const lq_tokenizer *tok, int32_t id);
  * text they complete. Never returns half a UTF-8 character, nor a trailing
  * U+FFFD (or an open byte-fallback run) that a later id could still change;
  * the pieces of all pushes plus the final flush concatenate to exactly
- * tok_decode of all the ids with the same skip_special. One stream per
+ * tok_decode of all the ids with the same skip_special. (With a ByteFallback
+ * decoder, text of a run of "<0xXX>" tokens waits for the run to end: one
+ * more invalid byte would turn the whole run into U+FFFDs.) One stream per
  * generation; a stream is not shared between threads. */
 typedef struct lq_tok_stream lq_tok_stream;
 

@@ -252,17 +252,19 @@ def train_llama3_style(corpus):
     return tok
 
 
-def train_extra(corpus, normalizer, pre_tokenizer, decoder, added=()):
+def train_extra(corpus, normalizer, pre_tokenizer, decoder, added=(), post=None, **bpe):
     """A small BPE with the given components, for the less common pieces."""
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok = Tokenizer(models.BPE(unk_token="[UNK]", **bpe))
     tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoder
     trainer = BpeTrainer(vocab_size=800, special_tokens=["[UNK]", "[CLS]", "[SEP]"], limit_alphabet=300,
-                         show_progress=False)
+                         show_progress=False, **bpe)
     tok.train_from_iterator(corpus, trainer)
     for a in added:
         tok.add_tokens([a])
+    if post:
+        tok.post_processor = post
     return tok
 
 
@@ -271,7 +273,11 @@ def extra_tokenizers(corpus):
     n, p, d = normalizers, pre_tokenizers, decoders
     yield "nfkc_lower_whitespace", train_extra(
         corpus, n.Sequence([n.NFKC(), n.Lowercase(), n.Strip()]), p.Whitespace(), None,
-        [AddedToken("hello", single_word=True, lstrip=True, rstrip=True)])
+        [AddedToken("hello", single_word=True, lstrip=True, rstrip=True)],
+        post=processors.BertProcessing(("[SEP]", 2), ("[CLS]", 1)))
+    yield "subword_prefix_suffix", train_extra(
+        corpus, None, p.WhitespaceSplit(), None, post=processors.RobertaProcessing(("[SEP]", 2), ("[CLS]", 1)),
+        continuing_subword_prefix="##", end_of_word_suffix="</w>")
     yield "nfd_punct_digits", train_extra(
         corpus, n.NFD(), p.Sequence([p.WhitespaceSplit(), p.Punctuation(), p.Digits(individual_digits=False)]),
         d.Fuse())

@@ -27,11 +27,31 @@ enum { TILE_W = 4, MAX_TILE_X = 4, TASK_ROWS = 32, WIDEN_ROWS = 16 };
 /* Unaligned vector types: weights and activations are not 32/64-byte aligned in general. */
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef float v4 __attribute__((vector_size(16)));
+
+/* Horizontal sums in a fixed order: halves added pairwise (8+8, 4+4, 2+2, 1+1), the
+ * same arithmetic whichever function folds, so every kernel agrees bit for bit. */
+#define DEFINE_FOLD8(NAME, ATTR)                                                                                      \
+    ATTR static inline float NAME(v8 a) {                                                                            \
+        v4 h = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);                 \
+        return (h[0] + h[2]) + (h[1] + h[3]);                                                                        \
+    }
+#define AVX512 __attribute__((target("avx512f,fma")))
+#define AVX2 __attribute__((target("avx2,fma")))
+DEFINE_FOLD8(fold8_avx512, AVX512)
+DEFINE_FOLD8(fold8_avx2, AVX2)
+DEFINE_FOLD8(fold8_generic, )
+
+AVX512 static inline float fold16_avx512(v16 a) {
+    v8 h = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) +
+           __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+    return fold8_avx512(h);
+}
 
 /* One tile: out[a][b] = x row a · W row b, for TX x rows and TILE_W W rows (duplicates allowed).
  * Lanes accumulate along j, then fold in a fixed order, then the scalar tail: the same
  * arithmetic for every pair whatever the tile's shape. */
-#define DEFINE_TILE(NAME, VEC, WIDTH, TX, ATTR)                                                                       \
+#define DEFINE_TILE(NAME, VEC, WIDTH, FOLD, TX, ATTR)                                                                       \
     ATTR static void NAME(const float *const *xr, const float *const *wr, int cols,                                 \
                           float out[MAX_TILE_X][TILE_W]) {                                                           \
         VEC acc[TX][TILE_W];                                                                                         \
@@ -45,39 +65,29 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
             _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                     \
                 _Pragma("GCC unroll 4") for (int b = 0; b < TILE_W; b++) acc[a][b] += xv[a] * wv[b];                 \
         }                                                                                                            \
-        for (int a = 0; a < TX; a++)                                                                                 \
-            for (int b = 0; b < TILE_W; b++) {                                                                       \
-                float lanes[WIDTH];                                                                                  \
-                memcpy(lanes, &acc[a][b], sizeof lanes);                                                             \
-                for (int h = WIDTH / 2; h >= 1; h /= 2)                                                              \
-                    for (int l = 0; l < h; l++) lanes[l] += lanes[l + h];                                            \
-                float s = lanes[0];                                                                                  \
+        _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                         \
+            _Pragma("GCC unroll 4") for (int b = 0; b < TILE_W; b++) {                                               \
+                float s = FOLD(acc[a][b]);                                                                           \
                 for (int t = j; t < cols; t++) s += xr[a][t] * wr[b][t];                                             \
                 out[a][b] = s;                                                                                       \
             }                                                                                                        \
     }
 
-#define AVX512 __attribute__((target("avx512f,fma")))
-#define AVX2 __attribute__((target("avx2,fma")))
-DEFINE_TILE(tile_avx512_x4, v16, 16, 4, AVX512)
-DEFINE_TILE(tile_avx512_x2, v16, 16, 2, AVX512)
-DEFINE_TILE(tile_avx512_x1, v16, 16, 1, AVX512)
-DEFINE_TILE(tile_avx2_x2, v8, 8, 2, AVX2)
-DEFINE_TILE(tile_avx2_x1, v8, 8, 1, AVX2)
-DEFINE_TILE(tile_generic_x2, v8, 8, 2, )
-DEFINE_TILE(tile_generic_x1, v8, 8, 1, )
+DEFINE_TILE(tile_avx512_x4, v16, 16, fold16_avx512, 4, AVX512)
+DEFINE_TILE(tile_avx512_x2, v16, 16, fold16_avx512, 2, AVX512)
+DEFINE_TILE(tile_avx512_x1, v16, 16, fold16_avx512, 1, AVX512)
+DEFINE_TILE(tile_avx2_x2, v8, 8, fold8_avx2, 2, AVX2)
+DEFINE_TILE(tile_avx2_x1, v8, 8, fold8_avx2, 1, AVX2)
+DEFINE_TILE(tile_generic_x2, v8, 8, fold8_generic, 2, )
+DEFINE_TILE(tile_generic_x1, v8, 8, fold8_generic, 1, )
 
 /* Dot product and y += a·x for attention over the KV cache, same lane scheme. */
-#define DEFINE_VEC_OPS(SUFFIX, VEC, WIDTH, ATTR)                                                                       \
+#define DEFINE_VEC_OPS(SUFFIX, VEC, WIDTH, FOLD, ATTR)                                                                       \
     ATTR static float dot_##SUFFIX(const float *a, const float *b, int n) {                                          \
         VEC acc = {0};                                                                                               \
         int j = 0;                                                                                                   \
         for (; j + WIDTH <= n; j += WIDTH) acc += *(const VEC *)(a + j) * *(const VEC *)(b + j);                     \
-        float lanes[WIDTH];                                                                                          \
-        memcpy(lanes, &acc, sizeof lanes);                                                                           \
-        for (int h = WIDTH / 2; h >= 1; h /= 2)                                                                      \
-            for (int l = 0; l < h; l++) lanes[l] += lanes[l + h];                                                    \
-        float s = lanes[0];                                                                                          \
+        float s = FOLD(acc);                                                                                         \
         for (; j < n; j++) s += a[j] * b[j];                                                                         \
         return s;                                                                                                    \
     }                                                                                                                \
@@ -87,9 +97,9 @@ DEFINE_TILE(tile_generic_x1, v8, 8, 1, )
         for (; j < n; j++) y[j] += alpha * x[j];                                                                     \
     }
 
-DEFINE_VEC_OPS(avx512, v16, 16, AVX512)
-DEFINE_VEC_OPS(avx2, v8, 8, AVX2)
-DEFINE_VEC_OPS(generic, v8, 8, )
+DEFINE_VEC_OPS(avx512, v16, 16, fold16_avx512, AVX512)
+DEFINE_VEC_OPS(avx2, v8, 8, fold8_avx2, AVX2)
+DEFINE_VEC_OPS(generic, v8, 8, fold8_generic, )
 
 typedef void (*tile_fn)(const float *const *, const float *const *, int, float[MAX_TILE_X][TILE_W]);
 
