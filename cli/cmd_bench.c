@@ -2,7 +2,8 @@
  * machine allows, measured in the same run.
  *
  *   memory bandwidth   a multi-threaded streaming read of a buffer far larger
- *                      than the caches (best of several passes)
+ *                      than the caches, with the same vector loads as the
+ *                      matmul kernel (best of several passes)
  *   decode bound       bandwidth / weight bytes read per token: the tokens/s a
  *                      batch-1 decode could reach if it did nothing but
  *                      stream the weights once per token
@@ -19,11 +20,12 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "cpu/gemm.h"
 #include "kvcache.h"
 #include "model.h"
 #include "progress.h"
 
-enum { KV_BLOCK = 16, CONTEXT = 128, DECODE_STEPS = 16, REPS = 5 };
+enum { KV_BLOCK = 16, CONTEXT = 128, DECODE_STEPS = 16, REPS = 5, BW_PASSES = 10 };
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -38,34 +40,27 @@ static double median(double *v, int n) {
 /* ---------- streaming read bandwidth ---------- */
 
 typedef struct bw_part {
-    const double *p;
+    const float *p;
     size_t n;
     double sum;
 } bw_part;
 
 static void *bw_read(void *arg) {
     bw_part *part = arg;
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (size_t i = 0; i + 4 <= part->n; i += 4) {
-        s0 += part->p[i];
-        s1 += part->p[i + 1];
-        s2 += part->p[i + 2];
-        s3 += part->p[i + 3];
-    }
-    part->sum = s0 + s1 + s2 + s3;
+    part->sum = lq_cpu_stream_sum(part->p, part->n);
     return NULL;
 }
 
 static double measure_bandwidth(int threads) {
-    size_t bytes = (size_t)1 << 30, n = bytes / sizeof(double);
-    double *buf = malloc(bytes);
+    size_t bytes = (size_t)1 << 30, n = bytes / sizeof(float);
+    float *buf = malloc(bytes);
     if (!buf) return 0.0;
-    for (size_t i = 0; i < n; i++) buf[i] = (double)(i & 7);
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
     pthread_t tid[64];
     bw_part parts[64];
     if (threads > 64) threads = 64;
     double best = 0.0;
-    for (int rep = 0; rep < REPS; rep++) {
+    for (int rep = 0; rep < BW_PASSES; rep++) {
         double t0 = lq_now();
         for (int t = 0; t < threads; t++) {
             parts[t] = (bw_part){buf + n / threads * t, n / threads, 0.0};

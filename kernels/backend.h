@@ -33,10 +33,11 @@ typedef struct lq_mat {
     int rows, cols;
 } lq_mat;
 
-/* The paged KV cache's storage: for each layer, K and V pools of
- * [n_blocks][block_size][n_kv_heads][head_dim] f32. A token's slot is
- * block * block_size + offset; which blocks a sequence owns is the block
- * manager's business (worker/kvcache.c), not the backend's. */
+/* The paged KV cache's storage: for each layer, K and V pools of n_blocks
+ * blocks, each holding block_size tokens × n_kv_heads × head_dim f32 values
+ * in a layout of the backend's choosing (only kv_write and attention touch
+ * them). A token's slot is block * block_size + offset; which blocks a
+ * sequence owns is the block manager's business (worker/kvcache.c). */
 typedef struct lq_kv_pool {
     float **k, **v; /* per layer, backend memory */
     int n_layers, n_blocks, block_size, n_kv_heads, head_dim;

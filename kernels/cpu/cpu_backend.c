@@ -143,11 +143,11 @@ static void add_bias(float *y, int n, int rows, const float *bias) {
         for (int r = 0; r < rows; r++) y[(size_t)i * (size_t)rows + (size_t)r] += bias[r];
 }
 
-/* Steps with more rows than this are compute-bound: OpenBLAS's sgemm, which
+/* Steps with at least this many rows are compute-bound: OpenBLAS's sgemm, which
  * packs and blocks for the caches, beats our streaming kernel there. Below it
  * (decode-heavy steps) our kernel wins and is exactly batch-invariant; across
  * the threshold a row's result changes only by f32 rounding. */
-enum { BLAS_MIN_ROWS = 17, BLAS_CHUNK_ROWS = 256 };
+enum { BLAS_MIN_ROWS = 33, BLAS_CHUNK_ROWS = 256 };
 
 typedef struct widen_ctx {
     float *dst;
@@ -191,19 +191,30 @@ static void cpu_matmul(lq_backend *b, float *y, const float *x, int n, const lq_
     add_bias(y, n, w->rows, bias);
 }
 
-/* ---------- paged KV cache ---------- */
+/* ---------- paged KV cache ----------
+ *
+ * Layout inside a block, per KV head: K is stored transposed, [head_dim][block_size],
+ * so one query's scores against a whole block are a vector of block_size lanes built
+ * with head_dim multiply-adds and no horizontal sums; V is [block_size][head_dim], so
+ * the weighted sum runs along head_dim. Block b, KV head h starts at
+ * (b * n_kv_heads + h) * head_dim * block_size in both pools. */
 
-static size_t kv_offset(const lq_kv_pool *kv, int slot) {
-    return (size_t)slot * (size_t)kv->n_kv_heads * (size_t)kv->head_dim;
+static size_t kv_block_head(const lq_kv_pool *kv, int block, int h) {
+    return ((size_t)block * (size_t)kv->n_kv_heads + (size_t)h) * (size_t)kv->head_dim * (size_t)kv->block_size;
 }
 
 static void cpu_kv_write(lq_backend *b, const lq_kv_pool *kv, int layer, const float *k, const float *v,
                          const int32_t *slots, int n) {
     (void)b;
-    size_t row = (size_t)kv->n_kv_heads * (size_t)kv->head_dim;
+    int hd = kv->head_dim, bs = kv->block_size;
     for (int i = 0; i < n; i++) {
-        memcpy(kv->k[layer] + kv_offset(kv, slots[i]), k + (size_t)i * row, row * sizeof(float));
-        memcpy(kv->v[layer] + kv_offset(kv, slots[i]), v + (size_t)i * row, row * sizeof(float));
+        int block = slots[i] / bs, o = slots[i] % bs;
+        for (int h = 0; h < kv->n_kv_heads; h++) {
+            const float *ki = k + ((size_t)i * kv->n_kv_heads + h) * hd, *vi = v + ((size_t)i * kv->n_kv_heads + h) * hd;
+            float *kt = kv->k[layer] + kv_block_head(kv, block, h);
+            for (int j = 0; j < hd; j++) kt[(size_t)j * bs + o] = ki[j];
+            memcpy(kv->v[layer] + kv_block_head(kv, block, h) + (size_t)o * hd, vi, (size_t)hd * sizeof(float));
+        }
     }
 }
 
@@ -224,27 +235,27 @@ typedef struct attn_ctx {
     const attn_task_ref *tasks;
 } attn_ctx;
 
-static const float *kv_row(const lq_kv_pool *kv, const float *pool, const int32_t *table, int t, int kvh) {
-    int slot = table[t / kv->block_size] * kv->block_size + t % kv->block_size;
-    return pool + kv_offset(kv, slot) + (size_t)kvh * (size_t)kv->head_dim;
-}
-
 static void attn_task(void *ctxp, int ti, int thread) {
     (void)thread;
     attn_ctx *c = ctxp;
     const attn_task_ref *t = &c->tasks[ti];
     const lq_attn_seq *s = &c->seqs[t->seq];
     const lq_kv_pool *kv = c->kv;
-    int hd = kv->head_dim, kvh = t->head / (c->n_heads / kv->n_kv_heads);
+    int hd = kv->head_dim, bs = kv->block_size, kvh = t->head / (c->n_heads / kv->n_kv_heads);
     size_t qstride = (size_t)c->n_heads * (size_t)hd;
-    float *scores = malloc((size_t)s->ctx_len * sizeof(float));
+    float *scores = malloc(((size_t)s->ctx_len + (size_t)bs) * sizeof(float));
     float acc[hd];
     for (int qi = t->q0; qi < t->q1; qi++) {
         int pos = s->ctx_len - s->q_len + qi; /* this query's position: it sees keys 0..pos */
         const float *q = c->q + (size_t)(s->q_start + qi) * qstride + (size_t)t->head * (size_t)hd;
+        int n_blocks = pos / bs + 1;
+        /* scores = q·Kᵀ·scale, a block of keys at a time */
+        for (int bi = 0; bi < n_blocks; bi++)
+            lq_cpu_scores(scores + (size_t)bi * bs, q,
+                          c->kv->k[c->layer] + kv_block_head(kv, s->block_table[bi], kvh), hd, bs);
         float mx = -INFINITY;
         for (int k = 0; k <= pos; k++) {
-            scores[k] = lq_cpu_dot(q, kv_row(kv, kv->k[c->layer], s->block_table, k, kvh), hd) * c->scale;
+            scores[k] *= c->scale;
             if (scores[k] > mx) mx = scores[k];
         }
         float sum = 0.0f;
@@ -252,10 +263,15 @@ static void attn_task(void *ctxp, int ti, int thread) {
             scores[k] = expf(scores[k] - mx);
             sum += scores[k];
         }
-        for (int j = 0; j < hd; j++) acc[j] = 0.0f;
         float inv_sum = 1.0f / sum;
-        for (int k = 0; k <= pos; k++)
-            lq_cpu_axpy(acc, scores[k] * inv_sum, kv_row(kv, kv->v[c->layer], s->block_table, k, kvh), hd);
+        for (int k = 0; k <= pos; k++) scores[k] *= inv_sum;
+        /* out = softmax · V, a block of values at a time */
+        for (int j = 0; j < hd; j++) acc[j] = 0.0f;
+        for (int bi = 0; bi < n_blocks; bi++) {
+            int n = pos + 1 - bi * bs < bs ? pos + 1 - bi * bs : bs;
+            lq_cpu_weighted_rows(acc, scores + (size_t)bi * bs,
+                                 c->kv->v[c->layer] + kv_block_head(kv, s->block_table[bi], kvh), n, hd);
+        }
         memcpy(c->out + (size_t)(s->q_start + qi) * qstride + (size_t)t->head * (size_t)hd, acc, sizeof acc);
     }
     free(scores);

@@ -81,25 +81,71 @@ DEFINE_TILE(tile_avx2_x1, v8, 8, fold8_avx2, 1, AVX2)
 DEFINE_TILE(tile_generic_x2, v8, 8, fold8_generic, 2, )
 DEFINE_TILE(tile_generic_x1, v8, 8, fold8_generic, 1, )
 
-/* Dot product and y += a·x for attention over the KV cache, same lane scheme. */
-#define DEFINE_VEC_OPS(SUFFIX, VEC, WIDTH, FOLD, ATTR)                                                                       \
-    ATTR static float dot_##SUFFIX(const float *a, const float *b, int n) {                                          \
-        VEC acc = {0};                                                                                               \
-        int j = 0;                                                                                                   \
-        for (; j + WIDTH <= n; j += WIDTH) acc += *(const VEC *)(a + j) * *(const VEC *)(b + j);                     \
-        float s = FOLD(acc);                                                                                         \
-        for (; j < n; j++) s += a[j] * b[j];                                                                         \
-        return s;                                                                                                    \
+/* Attention over one KV block: scores[o] = Σ_j q[j]·Kt[j][o] for the block's bs keys
+ * (K stored transposed), and acc += Σ_o p[o]·V[o] for its first n values. Both run
+ * along contiguous memory with no horizontal sums. */
+#define DEFINE_ATTN_OPS(SUFFIX, VEC, WIDTH, ATTR)                                                                      \
+    ATTR static void scores_##SUFFIX(float *out, const float *q, const float *kt, int hd, int bs) {                  \
+        int o = 0;                                                                                                   \
+        for (; o + WIDTH <= bs; o += WIDTH) {                                                                        \
+            VEC acc = {0};                                                                                           \
+            for (int j = 0; j < hd; j++) acc += q[j] * *(const VEC *)(kt + (size_t)j * bs + o);                      \
+            *(VEC *)(out + o) = acc;                                                                                 \
+        }                                                                                                            \
+        for (; o < bs; o++) {                                                                                        \
+            float acc = 0.0f;                                                                                        \
+            for (int j = 0; j < hd; j++) acc += q[j] * kt[(size_t)j * bs + o];                                      \
+            out[o] = acc;                                                                                            \
+        }                                                                                                            \
     }                                                                                                                \
-    ATTR static void axpy_##SUFFIX(float *y, float alpha, const float *x, int n) {                                   \
+    ATTR static void weighted_rows_##SUFFIX(float *acc, const float *p, const float *v, int n, int hd) {             \
         int j = 0;                                                                                                   \
-        for (; j + WIDTH <= n; j += WIDTH) *(VEC *)(y + j) += alpha * *(const VEC *)(x + j);                         \
-        for (; j < n; j++) y[j] += alpha * x[j];                                                                     \
+        /* Four vectors of the output stay in registers while the rows stream past. */                              \
+        for (; j + 4 * WIDTH <= hd; j += 4 * WIDTH) {                                                                \
+            VEC a0 = *(VEC *)(acc + j), a1 = *(VEC *)(acc + j + WIDTH);                                              \
+            VEC a2 = *(VEC *)(acc + j + 2 * WIDTH), a3 = *(VEC *)(acc + j + 3 * WIDTH);                              \
+            for (int o = 0; o < n; o++) {                                                                            \
+                const float *row = v + (size_t)o * hd + j;                                                           \
+                a0 += p[o] * *(const VEC *)row;                                                                      \
+                a1 += p[o] * *(const VEC *)(row + WIDTH);                                                            \
+                a2 += p[o] * *(const VEC *)(row + 2 * WIDTH);                                                        \
+                a3 += p[o] * *(const VEC *)(row + 3 * WIDTH);                                                        \
+            }                                                                                                        \
+            *(VEC *)(acc + j) = a0, *(VEC *)(acc + j + WIDTH) = a1;                                                  \
+            *(VEC *)(acc + j + 2 * WIDTH) = a2, *(VEC *)(acc + j + 3 * WIDTH) = a3;                                  \
+        }                                                                                                            \
+        for (; j + WIDTH <= hd; j += WIDTH) {                                                                        \
+            VEC a = *(VEC *)(acc + j);                                                                               \
+            for (int o = 0; o < n; o++) a += p[o] * *(const VEC *)(v + (size_t)o * hd + j);                          \
+            *(VEC *)(acc + j) = a;                                                                                   \
+        }                                                                                                            \
+        for (; j < hd; j++)                                                                                          \
+            for (int o = 0; o < n; o++) acc[j] += p[o] * v[(size_t)o * hd + j];                                      \
     }
 
-DEFINE_VEC_OPS(avx512, v16, 16, fold16_avx512, AVX512)
-DEFINE_VEC_OPS(avx2, v8, 8, fold8_avx2, AVX2)
-DEFINE_VEC_OPS(generic, v8, 8, fold8_generic, )
+/* Sum of n floats with four independent accumulators: a memory-bandwidth probe for the benchmark. */
+#define DEFINE_STREAM_SUM(SUFFIX, VEC, WIDTH, FOLD, ATTR)                                                              \
+    ATTR static double stream_sum_##SUFFIX(const float *p, size_t n) {                                               \
+        VEC a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                                                  \
+        size_t i = 0;                                                                                                \
+        for (; i + 4 * WIDTH <= n; i += 4 * WIDTH) {                                                                 \
+            a0 += *(const VEC *)(p + i);                                                                             \
+            a1 += *(const VEC *)(p + i + WIDTH);                                                                     \
+            a2 += *(const VEC *)(p + i + 2 * WIDTH);                                                                 \
+            a3 += *(const VEC *)(p + i + 3 * WIDTH);                                                                 \
+        }                                                                                                            \
+        double s = FOLD((a0 + a1) + (a2 + a3));                                                                      \
+        for (; i < n; i++) s += p[i];                                                                                \
+        return s;                                                                                                    \
+    }
+
+DEFINE_STREAM_SUM(avx512, v16, 16, fold16_avx512, AVX512)
+DEFINE_STREAM_SUM(avx2, v8, 8, fold8_avx2, AVX2)
+DEFINE_STREAM_SUM(generic, v8, 8, fold8_generic, )
+
+DEFINE_ATTN_OPS(avx512, v16, 16, AVX512)
+DEFINE_ATTN_OPS(avx2, v8, 8, AVX2)
+DEFINE_ATTN_OPS(generic, v8, 8, )
 
 typedef void (*tile_fn)(const float *const *, const float *const *, int, float[MAX_TILE_X][TILE_W]);
 
@@ -108,16 +154,17 @@ typedef void (*tile_fn)(const float *const *, const float *const *, int, float[M
 typedef struct tile_set {
     const char *isa;
     tile_fn tiles[MAX_TILE_X + 1];
-    float (*dot)(const float *, const float *, int);
-    void (*axpy)(float *, float, const float *, int);
+    void (*scores)(float *, const float *, const float *, int, int);
+    void (*weighted_rows)(float *, const float *, const float *, int, int);
+    double (*stream_sum)(const float *, size_t);
 } tile_set;
 
 static const tile_set *pick_tiles(void) {
     static const tile_set avx512 = {
-        "avx512", {NULL, tile_avx512_x1, tile_avx512_x2, NULL, tile_avx512_x4}, dot_avx512, axpy_avx512};
-    static const tile_set avx2 = {"avx2", {NULL, tile_avx2_x1, tile_avx2_x2, NULL, NULL}, dot_avx2, axpy_avx2};
+        "avx512", {NULL, tile_avx512_x1, tile_avx512_x2, NULL, tile_avx512_x4}, scores_avx512, weighted_rows_avx512, stream_sum_avx512};
+    static const tile_set avx2 = {"avx2", {NULL, tile_avx2_x1, tile_avx2_x2, NULL, NULL}, scores_avx2, weighted_rows_avx2, stream_sum_avx2};
     static const tile_set generic = {
-        "generic", {NULL, tile_generic_x1, tile_generic_x2, NULL, NULL}, dot_generic, axpy_generic};
+        "generic", {NULL, tile_generic_x1, tile_generic_x2, NULL, NULL}, scores_generic, weighted_rows_generic, stream_sum_generic};
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return &avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2;
@@ -131,32 +178,38 @@ const char *lq_cpu_gemm_isa(void) {
     return tiles->isa;
 }
 
-float lq_cpu_dot(const float *a, const float *b, int n) {
+void lq_cpu_scores(float *out, const float *q, const float *kt, int hd, int bs) {
     if (!tiles) tiles = pick_tiles();
-    return tiles->dot(a, b, n);
+    tiles->scores(out, q, kt, hd, bs);
 }
 
-void lq_cpu_axpy(float *y, float alpha, const float *x, int n) {
+double lq_cpu_stream_sum(const float *p, size_t n) {
     if (!tiles) tiles = pick_tiles();
-    tiles->axpy(y, alpha, x, n);
+    return tiles->stream_sum(p, n);
 }
 
-/* y[i][r0 .. r0+nr) for all n rows of x, from nr contiguous f32 rows of W at w. */
+void lq_cpu_weighted_rows(float *acc, const float *p, const float *v, int n, int hd) {
+    if (!tiles) tiles = pick_tiles();
+    tiles->weighted_rows(acc, p, v, n, hd);
+}
+
+/* y[i][r0 .. r0+nr) for all n rows of x, from nr contiguous f32 rows of W at w. A tile of
+ * W rows stays in L1 while every x row streams past it. */
 static void gemm_block(float *y, int ldy, const float *x, int n, const float *w, int r0, int nr, int cols) {
-    for (int i0 = 0; i0 < n;) {
-        int tx = n - i0 < MAX_TILE_X ? n - i0 : MAX_TILE_X;
-        while (!tiles->tiles[tx]) tx--;
-        const float *xr[MAX_TILE_X];
-        for (int a = 0; a < tx; a++) xr[a] = x + (size_t)(i0 + a) * cols;
-        for (int b0 = 0; b0 < nr; b0 += TILE_W) {
-            const float *wr[TILE_W];
-            for (int b = 0; b < TILE_W; b++) wr[b] = w + (size_t)(b0 + b < nr ? b0 + b : nr - 1) * cols;
+    for (int b0 = 0; b0 < nr; b0 += TILE_W) {
+        const float *wr[TILE_W];
+        for (int b = 0; b < TILE_W; b++) wr[b] = w + (size_t)(b0 + b < nr ? b0 + b : nr - 1) * cols;
+        for (int i0 = 0; i0 < n;) {
+            int tx = n - i0 < MAX_TILE_X ? n - i0 : MAX_TILE_X;
+            while (!tiles->tiles[tx]) tx--;
+            const float *xr[MAX_TILE_X];
+            for (int a = 0; a < tx; a++) xr[a] = x + (size_t)(i0 + a) * cols;
             float out[MAX_TILE_X][TILE_W];
             tiles->tiles[tx](xr, wr, cols, out);
             for (int a = 0; a < tx; a++)
                 for (int b = 0; b < TILE_W && b0 + b < nr; b++) y[(size_t)(i0 + a) * ldy + r0 + b0 + b] = out[a][b];
+            i0 += tx;
         }
-        i0 += tx;
     }
 }
 

@@ -3,15 +3,21 @@
 #ifndef LORQ_CPU_GEMM_H
 #define LORQ_CPU_GEMM_H
 
+#include <stddef.h>
+
 #include "backend.h"
 #include "threads.h"
 
 /* y [n][w->rows] (row stride ldy) = x [n][w->cols] · Wᵀ. */
 void lq_cpu_gemm(lq_pool *pool, float *y, int ldy, const float *x, int n, const lq_mat *w);
 
-/* Vector dot product and y += alpha·x, for attention. */
-float lq_cpu_dot(const float *a, const float *b, int n);
-void lq_cpu_axpy(float *y, float alpha, const float *x, int n);
+/* Attention over one KV block: out[o] = q · Kt[:, o] for the block's bs keys (K stored
+ * transposed, [hd][bs]); and acc += Σ_{o<n} p[o] · V[o] with V as [bs][hd]. */
+void lq_cpu_scores(float *out, const float *q, const float *kt, int hd, int bs);
+void lq_cpu_weighted_rows(float *acc, const float *p, const float *v, int n, int hd);
+
+/* Sum of n floats read once with this CPU's widest loads: the benchmark's bandwidth probe. */
+double lq_cpu_stream_sum(const float *p, size_t n);
 
 /* Which vector kernel this CPU runs ("avx512", "avx2", "generic"). */
 const char *lq_cpu_gemm_isa(void);
