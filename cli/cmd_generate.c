@@ -190,6 +190,7 @@ static int run(gen_opts *o, lq_model *m, const lq_tokenizer *tok, const int32_t 
         json_decref(out);
     }
     printf("\n");
+    fflush(stdout);
     fprintf(stderr, "[%d prompt tokens, %d generated, finish: %s; prefill %.1f tok/s, decode %.1f tok/s]\n", n_prompt,
             n_gen, lq_finish_name(g->finish), n_prompt / (t_first - t0),
             n_gen > 1 ? (n_gen - 1) / (t_end - t_first) : 0.0);
