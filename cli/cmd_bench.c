@@ -22,6 +22,7 @@
 #include "commands.h"
 #include "cpu/gemm.h"
 #include "kvcache.h"
+#include "lora.h"
 #include "model.h"
 #include "progress.h"
 
@@ -97,7 +98,7 @@ static double time_prefill(bench *b, int n_tokens, lq_error *err) {
     for (int r = 0; r < REPS && ok; r++) {
         lq_kv_seq seq = {0};
         ok = lq_kv_reserve(b->kv, &seq, n_tokens) == 0;
-        lq_step_seq s = {ids, n_tokens, 0, seq.table, 0};
+        lq_step_seq s = {ids, n_tokens, 0, seq.table, 0, NULL};
         double t0 = lq_now();
         ok = ok && lq_model_step(b->m, b->rs, &b->kv->pool, &s, 1, b->logits, err) == 1;
         t[r] = lq_now() - t0;
@@ -107,8 +108,10 @@ static double time_prefill(bench *b, int n_tokens, lq_error *err) {
     return ok ? n_tokens / median(t, REPS) : -1.0;
 }
 
-/* Aggregate decode tokens/s of `batch` sequences, each with CONTEXT tokens already cached. */
-static double time_decode(bench *b, int batch, lq_error *err) {
+/* Aggregate decode tokens/s of `batch` sequences, each with CONTEXT tokens already cached;
+ * sequence i uses adapters[i * n_adapters / batch], so sequences sharing an adapter are
+ * neighbours as the scheduler arranges them (no adapters: the base model). */
+static double time_decode(bench *b, int batch, lq_lora **adapters, int n_adapters, lq_error *err) {
     unsigned seed = 2;
     lq_kv_seq *seqs = calloc((size_t)batch, sizeof *seqs);
     lq_step_seq *step = calloc((size_t)batch, sizeof *step);
@@ -118,7 +121,7 @@ static double time_decode(bench *b, int batch, lq_error *err) {
     /* Prefill every sequence's context, a few sequences per step. */
     for (int i = 0; i < batch && ok; i++) {
         ok = lq_kv_reserve(b->kv, &seqs[i], CONTEXT + DECODE_STEPS * REPS) == 0;
-        lq_step_seq s = {ctx, CONTEXT, 0, seqs[i].table, 0};
+        lq_step_seq s = {ctx, CONTEXT, 0, seqs[i].table, 0, adapters ? adapters[i * n_adapters / batch] : NULL};
         ok = ok && lq_model_step(b->m, b->rs, &b->kv->pool, &s, 1, b->logits, err) == 1;
     }
     double t[REPS];
@@ -126,7 +129,7 @@ static double time_decode(bench *b, int batch, lq_error *err) {
     for (int r = 0; r < REPS && ok; r++) {
         double t0 = lq_now();
         for (int k = 0; k < DECODE_STEPS && ok; k++, pos++) {
-            for (int i = 0; i < batch; i++) step[i] = (lq_step_seq){&next[i], 1, pos, seqs[i].table, 0};
+            for (int i = 0; i < batch; i++) step[i] = (lq_step_seq){&next[i], 1, pos, seqs[i].table, 0, adapters ? adapters[i * n_adapters / batch] : NULL};
             ok = lq_model_step(b->m, b->rs, &b->kv->pool, step, batch, b->logits, err) == batch;
         }
         t[r] = lq_now() - t0;
@@ -179,9 +182,28 @@ int cmd_bench(int argc, char **argv) {
     int batches[3] = {1, 8, 32};
     for (int i = 0; i < 3; i++) {
         fprintf(stderr, "decode at batch %d...\n", batches[i]);
-        dec[i] = time_decode(&b, batches[i], &err);
+        dec[i] = time_decode(&b, batches[i], NULL, 0, &err);
     }
-    if (prefill < 0 || dec[0] < 0 || dec[1] < 0 || dec[2] < 0) {
+    /* LoRA: batch 32 with 1, 4 and 32 distinct rank-16 adapters on all seven projections. */
+    enum { N_LORA = 32, LORA_RANK = 16 };
+    lq_lora *adapters[N_LORA];
+    double lora_dec[3];
+    int n_distinct[3] = {1, 4, 32};
+    for (int i = 0; i < N_LORA; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "dummy-%d", i);
+        adapters[i] = lq_lora_random(b.m, name, LORA_RANK, (1u << LQ_PROJ_COUNT) - 1, (unsigned long)i + 1, &err);
+        if (!adapters[i]) {
+            fprintf(stderr, "lorq bench: %s\n", err.msg);
+            return 1;
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        fprintf(stderr, "decode at batch 32 with %d adapters...\n", n_distinct[i]);
+        lora_dec[i] = time_decode(&b, 32, adapters, n_distinct[i], &err);
+    }
+    if (prefill < 0 || dec[0] < 0 || dec[1] < 0 || dec[2] < 0 || lora_dec[0] < 0 || lora_dec[1] < 0 ||
+        lora_dec[2] < 0) {
         fprintf(stderr, "lorq bench: %s\n", err.msg);
         return 1;
     }
@@ -195,6 +217,12 @@ int cmd_bench(int argc, char **argv) {
     printf("| decode, batch 1 | %.1f tok/s (%.0f%% of the bound) |\n", dec[0], 100.0 * dec[0] / bound);
     printf("| decode, batch 8 | %.1f tok/s (%.1fx batch 1) |\n", dec[1], dec[1] / dec[0]);
     printf("| decode, batch 32 | %.1f tok/s (%.1fx batch 1) |\n", dec[2], dec[2] / dec[0]);
+    for (int i = 0; i < 3; i++)
+        printf("| decode, batch 32, %d distinct rank-%d adapters (all 7 projections) | %.1f tok/s (%.1f%% overhead vs "
+               "base) |\n", n_distinct[i], LORA_RANK, lora_dec[i], 100.0 * (dec[2] / lora_dec[i] - 1.0));
+    printf("| one rank-%d adapter's memory | %.1f MB (%.2f%% of the base weights) |\n", LORA_RANK,
+           adapters[0]->bytes / 1e6, 100.0 * (double)adapters[0]->bytes / wbytes);
+    for (int i = 0; i < N_LORA; i++) lq_lora_free(adapters[i]);
     free(b.logits);
     lq_run_state_free(b.m, b.rs);
     lq_kvcache_free(b.kv);

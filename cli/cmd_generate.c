@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "generate.h"
 #include "kvcache.h"
+#include "lora.h"
 #include "model.h"
 #include "progress.h"
 #include "tokenizer.h"
@@ -23,7 +24,7 @@
 enum { PREFILL_CHUNK = 512, KV_BLOCK = 16 };
 
 typedef struct gen_opts {
-    const char *model, *prompt, *prompt_ids;
+    const char *model, *prompt, *prompt_ids, *adapter;
     lq_gen_params gp;
     int json, top_logits, threads, quiet;
 } gen_opts;
@@ -31,6 +32,7 @@ typedef struct gen_opts {
 static void usage(void) {
     fprintf(stderr,
             "usage: lorq generate --model DIR (--prompt TEXT | --prompt-ids ID,ID,...) [options]\n"
+            "  --adapter DIR             a PEFT LoRA adapter folder to apply\n"
             "  --max-new-tokens N        (default 64)\n"
             "  --do-sample --temperature T --top-k K --top-p P --typical-p P --seed S\n"
             "  --repetition-penalty R --frequency-penalty F --presence-penalty P\n"
@@ -57,6 +59,7 @@ static int parse_opts(int argc, char **argv, gen_opts *o) {
         i++;                                                                                                           \
     } while (0)
         if (!strcmp(a, "--model")) { VALUE(); o->model = v; }
+        else if (!strcmp(a, "--adapter")) { VALUE(); o->adapter = v; }
         else if (!strcmp(a, "--prompt")) { VALUE(); o->prompt = v; }
         else if (!strcmp(a, "--prompt-ids")) { VALUE(); o->prompt_ids = v; }
         else if (!strcmp(a, "--max-new-tokens")) { VALUE(); o->gp.max_new_tokens = atoi(v); }
@@ -158,7 +161,7 @@ static int run(gen_opts *o, lq_model *m, const lq_tokenizer *tok, const int32_t 
             lq_fail(err, "out of KV cache space");
             goto out;
         }
-        lq_step_seq s = {g->tokens + g->n_in_cache, n, g->n_in_cache, g->kv.table, 0};
+        lq_step_seq s = {g->tokens + g->n_in_cache, n, g->n_in_cache, g->kv.table, 0, g->params.adapter};
         if (lq_model_step(m, rs, &kv->pool, &s, 1, logits, err) < 0) goto out;
         g->n_in_cache += n;
         if (lq_generation_pending(g) > 0) continue; /* more prompt to prefill */
@@ -218,7 +221,14 @@ int cmd_generate(int argc, char **argv) {
     lq_tokenizer *tok = tok_load(o.model, &err);
     lq_backend *b = tok ? lq_backend_cpu_new(o.threads, &err) : NULL;
     lq_model *m = b ? lq_model_load(o.model, b, &err) : NULL;
+    lq_lora *adapter = NULL;
     if (!m) goto out;
+    if (o.adapter) {
+        if (!(adapter = lq_lora_load(o.adapter, o.adapter, m, &err))) goto out;
+        o.gp.adapter = adapter;
+        fprintf(stderr, "[adapter %s: max rank %d, %.1f MB, %.2f%% of the base weights]\n", o.adapter, adapter->max_rank,
+                adapter->bytes / 1e6, 100.0 * (double)adapter->bytes / (double)lq_model_weight_bytes(m));
+    }
     if (o.prompt_ids) {
         if (parse_ids(o.prompt_ids, &prompt, &n_prompt) != 0) {
             lq_fail(&err, "--prompt-ids: expected comma-separated token ids");
@@ -231,6 +241,7 @@ int cmd_generate(int argc, char **argv) {
 out:
     if (rc != 0) fprintf(stderr, "lorq generate: %s\n", err.msg);
     free(prompt);
+    lq_lora_free(adapter);
     lq_model_free(m);
     if (b) b->destroy(b);
     tok_free(tok);

@@ -52,6 +52,18 @@ typedef struct lq_attn_seq {
     const int32_t *block_table; /* host memory, ceil(ctx_len / block_size) entries */
 } lq_attn_seq;
 
+/* One segment of a LoRA op: rows [row0, row0 + n_rows) of the step share an
+ * adapter whose module for the projection at hand is A [rank][in] and
+ * B [out][rank], f32 in backend memory, applied with the given scale. A
+ * prefill chunk is one segment of many rows (Punica's SGMV); decode tokens of
+ * different adapters are segments of one row each (BGMV). */
+typedef struct lq_lora_seg {
+    int row0, n_rows;
+    const float *A, *B;
+    int rank;
+    float scale;
+} lq_lora_seg;
+
 typedef struct lq_backend lq_backend;
 
 struct lq_backend {
@@ -86,6 +98,13 @@ struct lq_backend {
      * grouped-query attention (n_heads / n_kv_heads query heads share a KV head). */
     void (*attention)(lq_backend *b, float *out, const float *q, const lq_kv_pool *kv, int layer,
                       const lq_attn_seq *seqs, int n_seqs, int n_heads, float scale);
+    /* LoRA shrink: t[row][0 .. rank) = x[row] · Aᵀ for every row of every segment
+     * (x rows of length dim_in, t rows of stride ldt). Rows outside segments are untouched. */
+    void (*lora_shrink)(lq_backend *b, float *t, int ldt, const float *x, int dim_in, const lq_lora_seg *segs,
+                        int n_segs);
+    /* LoRA expand: y[row] += scale · t[row][0 .. rank) · Bᵀ (y rows of length dim_out). */
+    void (*lora_expand)(lq_backend *b, float *y, int dim_out, const float *t, int ldt, const lq_lora_seg *segs,
+                        int n_segs);
     /* dst[i] = src[idx[i]] for rows of length dim (idx in host memory). */
     void (*gather_rows)(lq_backend *b, float *dst, const float *src, const int32_t *idx, int n, int dim);
     /* Waits for queued work (no-op on CPU). */

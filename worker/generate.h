@@ -25,6 +25,7 @@ typedef struct lq_gen_params {
     const char *stop[LQ_MAX_STOP]; /* borrowed; must outlive the generation */
     int n_stop;
     int ignore_eos;
+    const struct lq_lora *adapter; /* NULL: the base model; borrowed */
 } lq_gen_params;
 
 typedef enum lq_finish {

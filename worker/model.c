@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lora.h"
 #include "mapfile.h"
 
 /* ---------- config ---------- */
@@ -400,8 +401,10 @@ lq_run_state *lq_run_state_new(const lq_model *m, int max_tokens, int max_seqs, 
     s->slots = malloc(T * sizeof *s->slots);
     s->logit_rows = malloc(T * sizeof *s->logit_rows);
     s->attn = malloc((size_t)max_seqs * sizeof *s->attn);
+    s->runs = malloc((size_t)max_seqs * sizeof *s->runs);
+    s->segs = malloc((size_t)max_seqs * sizeof *s->segs);
     if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->logits ||
-        !s->ids || !s->pos || !s->slots || !s->logit_rows || !s->attn) {
+        !s->ids || !s->pos || !s->slots || !s->logit_rows || !s->attn || !s->runs || !s->segs) {
         lq_run_state_free(m, s);
         lq_fail(err, "out of memory for a %d-token run state", max_tokens);
         return NULL;
@@ -420,6 +423,9 @@ void lq_run_state_free(const lq_model *m, lq_run_state *s) {
     free(s->slots);
     free(s->logit_rows);
     free(s->attn);
+    free(s->runs);
+    free(s->segs);
+    if (s->lora_t) b->free(b, s->lora_t);
     free(s);
 }
 
@@ -431,6 +437,7 @@ static int plan_step(const lq_model *m, lq_run_state *s, const lq_kv_pool *kv, c
                      int32_t *ids, int *n_logit_rows, lq_error *err) {
     if (n_seqs > s->max_seqs) return lq_fail(err, "step has %d sequences, run state holds %d", n_seqs, s->max_seqs);
     int T = 0, R = 0;
+    s->n_runs = 0;
     for (int i = 0; i < n_seqs; i++) {
         const lq_step_seq *q = &seqs[i];
         if (q->n_tokens <= 0 || q->pos < 0) return lq_fail(err, "sequence %d: empty step or negative position", i);
@@ -440,6 +447,11 @@ static int plan_step(const lq_model *m, lq_run_state *s, const lq_kv_pool *kv, c
             return lq_fail(err, "sequence %d: position %d is beyond the model's %d", i, q->pos + q->n_tokens,
                            m->cfg.max_position);
         s->attn[i] = (lq_attn_seq){T, q->n_tokens, q->pos + q->n_tokens, q->block_table};
+        if (q->adapter && s->n_runs > 0 && s->runs[s->n_runs - 1].adapter == q->adapter &&
+            s->runs[s->n_runs - 1].row0 + s->runs[s->n_runs - 1].n_rows == T)
+            s->runs[s->n_runs - 1].n_rows += q->n_tokens;
+        else if (q->adapter)
+            s->runs[s->n_runs++] = (lq_lora_run){T, q->n_tokens, q->adapter};
         for (int t = 0; t < q->n_tokens; t++) {
             int p = q->pos + t, tok = q->tokens[t];
             int32_t block = q->block_table[p / kv->block_size];
@@ -454,6 +466,32 @@ static int plan_step(const lq_model *m, lq_run_state *s, const lq_kv_pool *kv, c
     }
     *n_logit_rows = R;
     return T;
+}
+
+/* y += scale · B·(A·x) for each run of rows whose adapter adapts this projection. */
+static int add_lora(lq_model *m, lq_run_state *s, int layer, lq_proj p, float *y, const float *x, lq_error *err) {
+    lq_backend *b = m->backend;
+    int n = 0, rmax = 0, rows = 0;
+    for (int i = 0; i < s->n_runs; i++) {
+        const lq_lora_module *mod = lq_lora_module_at(s->runs[i].adapter, layer, p);
+        if (!mod->rank) continue;
+        s->segs[n++] = (lq_lora_seg){s->runs[i].row0, s->runs[i].n_rows, mod->A, mod->B, mod->rank, mod->scale};
+        if (mod->rank > rmax) rmax = mod->rank;
+        if (s->runs[i].row0 + s->runs[i].n_rows > rows) rows = s->runs[i].row0 + s->runs[i].n_rows;
+    }
+    if (n == 0) return 0;
+    size_t need = (size_t)rows * (size_t)rmax;
+    if (s->lora_t_len < need) {
+        if (s->lora_t) b->free(b, s->lora_t);
+        s->lora_t = b->alloc(b, need * sizeof(float));
+        s->lora_t_len = s->lora_t ? need : 0;
+        if (!s->lora_t) return lq_fail(err, "out of memory for LoRA activations");
+    }
+    int in, out;
+    lq_proj_dims(&m->cfg, p, &in, &out);
+    b->lora_shrink(b, s->lora_t, rmax, x, in, s->segs, n);
+    b->lora_expand(b, y, out, s->lora_t, rmax, s->segs, n);
+    return 0;
 }
 
 int lq_model_step(lq_model *m, lq_run_state *s, const lq_kv_pool *kv, const lq_step_seq *seqs, int n_seqs,
@@ -473,18 +511,25 @@ int lq_model_step(lq_model *m, lq_run_state *s, const lq_kv_pool *kv, const lq_s
         b->matmul(b, s->q, s->xb, T, &L->wq, L->bq);
         b->matmul(b, s->k, s->xb, T, &L->wk, L->bk);
         b->matmul(b, s->v, s->xb, T, &L->wv, L->bv);
+        if (add_lora(m, s, l, LQ_PROJ_Q, s->q, s->xb, err) || add_lora(m, s, l, LQ_PROJ_K, s->k, s->xb, err) ||
+            add_lora(m, s, l, LQ_PROJ_V, s->v, s->xb, err))
+            return -1;
         b->rope(b, s->q, T, c->n_heads, c->head_dim, s->pos, m->inv_freq);
         b->rope(b, s->k, T, c->n_kv_heads, c->head_dim, s->pos, m->inv_freq);
         b->kv_write(b, kv, l, s->k, s->v, s->slots, T);
         b->attention(b, s->att, s->q, kv, l, s->attn, n_seqs, c->n_heads, scale);
         b->matmul(b, s->xb2, s->att, T, &L->wo, L->bo);
+        if (add_lora(m, s, l, LQ_PROJ_O, s->xb2, s->att, err)) return -1;
         b->add(b, s->x, s->xb2, (size_t)T * c->dim);
         /* feed-forward block: x += Wdown · (silu(Wgate · norm(x)) ⊙ Wup · norm(x)) */
         b->rmsnorm(b, s->xb, s->x, &L->ffn_norm, T, c->dim, c->rms_eps);
         b->matmul(b, s->hb, s->xb, T, &L->w_gate, L->b_gate);
         b->matmul(b, s->hb2, s->xb, T, &L->w_up, L->b_up);
+        if (add_lora(m, s, l, LQ_PROJ_GATE, s->hb, s->xb, err) || add_lora(m, s, l, LQ_PROJ_UP, s->hb2, s->xb, err))
+            return -1;
         b->silu_mul(b, s->hb, s->hb, s->hb2, (size_t)T * c->hidden_dim);
         b->matmul(b, s->xb2, s->hb, T, &L->w_down, L->b_down);
+        if (add_lora(m, s, l, LQ_PROJ_DOWN, s->xb2, s->hb, err)) return -1;
         b->add(b, s->x, s->xb2, (size_t)T * c->dim);
     }
     /* logits = lm_head · norm(x), only for the rows that asked */

@@ -6,7 +6,11 @@
  * lq_run_state holds the activation buffers for up to max_tokens tokens per
  * step. lq_model_step runs prefill chunks of some sequences and single decode
  * tokens of others in one pass: every token of every sequence is a row of the
- * same matrices, and only attention looks at which sequence a row belongs to. */
+ * same matrices, and only attention looks at which sequence a row belongs to.
+ * Sequences may each name a LoRA adapter (or none): consecutive sequences
+ * sharing one form a segment of rows, and each adapted projection adds its
+ * segments' low-rank terms with the backend's shrink/expand ops. Grouping
+ * sequences by adapter before the step makes fewer, larger segments. */
 #ifndef LORQ_MODEL_H
 #define LORQ_MODEL_H
 
@@ -69,12 +73,25 @@ void lq_model_free(lq_model *m);
 /* Bytes of weights read per decoded token (every matrix once, embedding row aside). */
 size_t lq_model_weight_bytes(const lq_model *m);
 
+struct lq_lora;
+
+/* A run of consecutive rows of a step that share an adapter. */
+typedef struct lq_lora_run {
+    int row0, n_rows;
+    const struct lq_lora *adapter;
+} lq_lora_run;
+
 /* Activation buffers for steps of up to max_tokens tokens and max_seqs sequences. */
 typedef struct lq_run_state {
     int max_tokens, max_seqs;
     float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2, *logits; /* backend memory */
     int32_t *ids, *pos, *slots, *logit_rows;                   /* host */
     lq_attn_seq *attn;                                         /* host */
+    lq_lora_run *runs;                                         /* host, max_seqs */
+    int n_runs;
+    lq_lora_seg *segs;                                         /* host, max_seqs */
+    float *lora_t;                                             /* backend: shrink output */
+    size_t lora_t_len;
 } lq_run_state;
 
 lq_run_state *lq_run_state_new(const lq_model *m, int max_tokens, int max_seqs, lq_error *err);
@@ -87,6 +104,7 @@ typedef struct lq_step_seq {
     int pos;                    /* position of tokens[0] = tokens already in the KV cache */
     const int32_t *block_table; /* host: KV blocks covering pos + n_tokens tokens */
     int all_logits;             /* 1: logits for every token (perplexity); 0: only the last */
+    const struct lq_lora *adapter; /* NULL: the base model */
 } lq_step_seq;
 
 /* Runs one forward step and writes logits (host memory, f32) row after row:

@@ -191,6 +191,82 @@ static void cpu_matmul(lq_backend *b, float *y, const float *x, int n, const lq_
     add_bias(y, n, w->rows, bias);
 }
 
+/* ---------- LoRA: segmented gather matmuls ----------
+ *
+ * One pool run per op covers every segment: the tasks are (segment, block of
+ * output columns) pairs, so 32 one-row decode segments cost one dispatch, not
+ * 32. Each task runs the same tile kernel as the base matmul, so a row's LoRA
+ * term does not depend on its neighbours either. Expand writes its block into
+ * a per-task scratch and adds scale times it to y: tasks own disjoint parts
+ * of y, so no locking. */
+
+enum { LORA_COLS_PER_TASK = 64 };
+
+typedef struct lora_task {
+    int seg, c0, nc;
+} lora_task;
+
+typedef struct lora_ctx {
+    float *out;
+    int ld_out;
+    const float *in;
+    int ld_in;
+    const lq_lora_seg *segs;
+    const lora_task *tasks;
+    int expand;
+} lora_ctx;
+
+static void lora_task_run(void *ctxp, int ti, int thread) {
+    (void)thread;
+    lora_ctx *c = ctxp;
+    const lora_task *t = &c->tasks[ti];
+    const lq_lora_seg *g = &c->segs[t->seg];
+    const float *x = c->in + (size_t)g->row0 * c->ld_in;
+    if (!c->expand) { /* t = x · Aᵀ, columns c0.. of the rank */
+        lq_cpu_gemm_rows(c->out + (size_t)g->row0 * c->ld_out, c->ld_out, x, c->ld_in, g->n_rows,
+                         g->A + (size_t)t->c0 * c->ld_in, t->c0, t->nc, c->ld_in);
+        return;
+    }
+    float *tmp = malloc((size_t)g->n_rows * (size_t)t->nc * sizeof *tmp);
+    lq_cpu_gemm_rows(tmp, t->nc, x, c->ld_in, g->n_rows, g->B + (size_t)t->c0 * g->rank, 0, t->nc, g->rank);
+    for (int i = 0; i < g->n_rows; i++) {
+        float *y = c->out + (size_t)(g->row0 + i) * c->ld_out + t->c0;
+        for (int k = 0; k < t->nc; k++) y[k] += g->scale * tmp[(size_t)i * t->nc + k];
+    }
+    free(tmp);
+}
+
+static void lora_run(lq_backend *b, lora_ctx *c, const lq_lora_seg *segs, int n_segs, int cols_of_seg_is_rank,
+                     int dim_out) {
+    int n_tasks = 0;
+    for (int s = 0; s < n_segs; s++) {
+        int cols = cols_of_seg_is_rank ? segs[s].rank : dim_out;
+        n_tasks += (cols + LORA_COLS_PER_TASK - 1) / LORA_COLS_PER_TASK;
+    }
+    lora_task *tasks = malloc((size_t)(n_tasks ? n_tasks : 1) * sizeof *tasks);
+    int t = 0;
+    for (int s = 0; s < n_segs; s++) {
+        int cols = cols_of_seg_is_rank ? segs[s].rank : dim_out;
+        for (int c0 = 0; c0 < cols; c0 += LORA_COLS_PER_TASK)
+            tasks[t++] = (lora_task){s, c0, cols - c0 < LORA_COLS_PER_TASK ? cols - c0 : LORA_COLS_PER_TASK};
+    }
+    c->tasks = tasks;
+    lq_pool_run(impl_of(b)->pool, n_tasks, lora_task_run, c);
+    free(tasks);
+}
+
+static void cpu_lora_shrink(lq_backend *b, float *t, int ldt, const float *x, int dim_in, const lq_lora_seg *segs,
+                            int n_segs) {
+    lora_ctx c = {t, ldt, x, dim_in, segs, NULL, 0};
+    lora_run(b, &c, segs, n_segs, 1, 0);
+}
+
+static void cpu_lora_expand(lq_backend *b, float *y, int dim_out, const float *t, int ldt, const lq_lora_seg *segs,
+                            int n_segs) {
+    lora_ctx c = {y, dim_out, t, ldt, segs, NULL, 1};
+    lora_run(b, &c, segs, n_segs, 0, dim_out);
+}
+
 /* ---------- paged KV cache ----------
  *
  * Layout inside a block, per KV head: K is stored transposed, [head_dim][block_size],
@@ -330,6 +406,8 @@ lq_backend *lq_backend_cpu_new(int n_threads, lq_error *err) {
         .silu_mul = cpu_silu_mul,
         .kv_write = cpu_kv_write,
         .attention = cpu_attention,
+        .lora_shrink = cpu_lora_shrink,
+        .lora_expand = cpu_lora_expand,
         .gather_rows = cpu_gather_rows,
         .sync = cpu_sync,
         .destroy = cpu_destroy,

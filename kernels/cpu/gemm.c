@@ -195,7 +195,8 @@ void lq_cpu_weighted_rows(float *acc, const float *p, const float *v, int n, int
 
 /* y[i][r0 .. r0+nr) for all n rows of x, from nr contiguous f32 rows of W at w. A tile of
  * W rows stays in L1 while every x row streams past it. */
-static void gemm_block(float *y, int ldy, const float *x, int n, const float *w, int r0, int nr, int cols) {
+void lq_cpu_gemm_rows(float *y, int ldy, const float *x, int ldx, int n, const float *w, int r0, int nr, int cols) {
+    if (!tiles) tiles = pick_tiles();
     for (int b0 = 0; b0 < nr; b0 += TILE_W) {
         const float *wr[TILE_W];
         for (int b = 0; b < TILE_W; b++) wr[b] = w + (size_t)(b0 + b < nr ? b0 + b : nr - 1) * cols;
@@ -203,7 +204,7 @@ static void gemm_block(float *y, int ldy, const float *x, int n, const float *w,
             int tx = n - i0 < MAX_TILE_X ? n - i0 : MAX_TILE_X;
             while (!tiles->tiles[tx]) tx--;
             const float *xr[MAX_TILE_X];
-            for (int a = 0; a < tx; a++) xr[a] = x + (size_t)(i0 + a) * cols;
+            for (int a = 0; a < tx; a++) xr[a] = x + (size_t)(i0 + a) * ldx;
             float out[MAX_TILE_X][TILE_W];
             tiles->tiles[tx](xr, wr, cols, out);
             for (int a = 0; a < tx; a++)
@@ -236,13 +237,14 @@ static void gemm_task(void *ctxp, int task, int thread) {
     const lq_mat *w = c->w;
     int r0 = task * TASK_ROWS, r1 = r0 + TASK_ROWS < w->rows ? r0 + TASK_ROWS : w->rows;
     if (w->dtype == LQ_DTYPE_F32) {
-        gemm_block(c->y, c->ldy, c->x, c->n, (const float *)w->data + (size_t)r0 * w->cols, r0, r1 - r0, w->cols);
+        lq_cpu_gemm_rows(c->y, c->ldy, c->x, w->cols, c->n, (const float *)w->data + (size_t)r0 * w->cols, r0, r1 - r0,
+                         w->cols);
         return;
     }
     for (int s = r0; s < r1; s += WIDEN_ROWS) {
         int nr = s + WIDEN_ROWS < r1 ? WIDEN_ROWS : r1 - s;
         widen_rows(c->scratch[thread], w, s, nr);
-        gemm_block(c->y, c->ldy, c->x, c->n, c->scratch[thread], s, nr, w->cols);
+        lq_cpu_gemm_rows(c->y, c->ldy, c->x, w->cols, c->n, c->scratch[thread], s, nr, w->cols);
     }
 }
 

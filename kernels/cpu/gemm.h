@@ -11,6 +11,11 @@
 /* y [n][w->rows] (row stride ldy) = x [n][w->cols] · Wᵀ. */
 void lq_cpu_gemm(lq_pool *pool, float *y, int ldy, const float *x, int n, const lq_mat *w);
 
+/* One task's share, single-threaded: y[i][r0 + k] = x[i] · w[k] for k < nr, with x rows
+ * of stride ldx and w pointing at nr contiguous f32 rows of length cols. Same arithmetic
+ * as lq_cpu_gemm. */
+void lq_cpu_gemm_rows(float *y, int ldy, const float *x, int ldx, int n, const float *w, int r0, int nr, int cols);
+
 /* Attention over one KV block: out[o] = q · Kt[:, o] for the block's bs keys (K stored
  * transposed, [hd][bs]); and acc += Σ_{o<n} p[o] · V[o] with V as [bs][hd]. */
 void lq_cpu_scores(float *out, const float *q, const float *kt, int hd, int bs);

@@ -193,6 +193,41 @@ static void test_paged_attention(void **state) {
     free(kpool), free(vpool), free(q), free(out), free(ref);
 }
 
+/* Segmented LoRA ops against a naive y += scale·B(Ax): segments of different ranks, a
+ * multi-row (prefill) segment, one-row (decode) segments, and rows left alone. */
+static void test_lora_shrink_expand(void **state) {
+    (void)state;
+    enum { ROWS = 9, IN = 37, OUT = 70, LDT = 20 };
+    int ranks[3] = {8, 1, 20};
+    lq_lora_seg segs[3];
+    float *A[3], *Bm[3];
+    int row0[3] = {0, 5, 7}, nrows[3] = {4, 1, 2}; /* row 4 belongs to no segment */
+    for (int s = 0; s < 3; s++) {
+        A[s] = rand_vec((size_t)ranks[s] * IN);
+        Bm[s] = rand_vec((size_t)OUT * ranks[s]);
+        segs[s] = (lq_lora_seg){row0[s], nrows[s], A[s], Bm[s], ranks[s], 0.5f + (float)s};
+    }
+    float *x = rand_vec((size_t)ROWS * IN), *y = rand_vec((size_t)ROWS * OUT), *t = calloc((size_t)ROWS * LDT, 4);
+    double *ref = malloc((size_t)ROWS * OUT * sizeof *ref);
+    for (int i = 0; i < ROWS * OUT; i++) ref[i] = y[i];
+    for (int s = 0; s < 3; s++)
+        for (int i = row0[s]; i < row0[s] + nrows[s]; i++)
+            for (int o = 0; o < OUT; o++) {
+                double acc = 0;
+                for (int k = 0; k < ranks[s]; k++) {
+                    double ax = 0;
+                    for (int j = 0; j < IN; j++) ax += (double)A[s][k * IN + j] * x[i * IN + j];
+                    acc += Bm[s][o * ranks[s] + k] * ax;
+                }
+                ref[i * OUT + o] += segs[s].scale * acc;
+            }
+    B->lora_shrink(B, t, LDT, x, IN, segs, 3);
+    B->lora_expand(B, y, OUT, t, LDT, segs, 3);
+    assert_close(y, ref, (size_t)ROWS * OUT, 1e-5, "lora shrink/expand");
+    for (int s = 0; s < 3; s++) free(A[s]), free(Bm[s]);
+    free(x), free(y), free(t), free(ref);
+}
+
 static void test_gather_rows(void **state) {
     (void)state;
     float src[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, dst[9];
@@ -208,6 +243,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_embed_add_silu),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_paged_attention),
+        cmocka_unit_test(test_lora_shrink_expand),
         cmocka_unit_test(test_gather_rows),
     };
     return cmocka_run_group_tests_name("cpu backend", tests, setup, teardown);

@@ -20,18 +20,9 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "kvcache.h"
-#include "model.h"
+#include "engine_driver.h"
 
 #define GOLDEN "tests/reference/golden/base_smollm2.json"
-#define N_NEW 32
-#define BLOCK 16
-
-typedef struct fixture {
-    lq_backend *backend;
-    lq_model *model;
-    json_t *golden;
-} fixture;
 
 static int setup(void **state) {
     static fixture f;
@@ -61,93 +52,6 @@ static int teardown(void **state) {
     lq_model_free(f->model);
     f->backend->destroy(f->backend);
     return 0;
-}
-
-static int32_t *ids_of(json_t *arr, int *n) {
-    *n = (int)json_array_size(arr);
-    int32_t *ids = malloc((size_t)*n * sizeof *ids);
-    for (int i = 0; i < *n; i++) ids[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
-    return ids;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
-/* One sequence being driven through steps: its tokens so far and its blocks. */
-typedef struct run_seq {
-    int32_t *tokens;
-    int n_prompt, n_tokens, n_in_cache;
-    lq_kv_seq kv;
-    float *first_logits; /* logits at the last prompt position */
-    int done;
-} run_seq;
-
-static void run_seq_init(run_seq *r, const int32_t *prompt, int n_prompt, int vocab) {
-    memset(r, 0, sizeof *r);
-    r->tokens = malloc((size_t)(n_prompt + N_NEW) * sizeof *r->tokens);
-    memcpy(r->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
-    r->n_prompt = r->n_tokens = n_prompt;
-    r->first_logits = malloc((size_t)vocab * sizeof(float));
-}
-
-static void run_seq_free(run_seq *r) {
-    free(r->tokens);
-    free(r->first_logits);
-}
-
-/* Drives sequences to N_NEW greedy tokens each. Every step gives each unfinished
- * sequence either its next prefill chunk (at most `chunk` tokens) or one decode
- * token, so sequences at different stages share steps. `start` delays sequence i
- * until step start[i] (NULL: all start at once). */
-static void drive(fixture *f, run_seq *seqs, int n, int chunk, const int *start) {
-    lq_model *m = f->model;
-    int vocab = m->cfg.vocab_size;
-    lq_error err;
-    lq_kvcache *kv = lq_kvcache_new(f->backend, m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, 512, BLOCK, &err);
-    assert_non_null(kv);
-    lq_run_state *rs = lq_run_state_new(m, 1024, n, &err);
-    assert_non_null(rs);
-    float *logits = malloc((size_t)n * (size_t)vocab * sizeof(float));
-    lq_step_seq *step = malloc((size_t)n * sizeof *step);
-    int *which = malloc((size_t)n * sizeof *which);
-    for (int t = 0;; t++) {
-        int k = 0;
-        for (int i = 0; i < n; i++) {
-            run_seq *r = &seqs[i];
-            if (r->done || (start && start[i] > t)) continue;
-            int todo = r->n_tokens - r->n_in_cache;
-            if (todo > chunk) todo = chunk;
-            assert_int_equal(lq_kv_reserve(kv, &r->kv, r->n_in_cache + todo), 0);
-            step[k] = (lq_step_seq){r->tokens + r->n_in_cache, todo, r->n_in_cache, r->kv.table, 0};
-            which[k++] = i;
-        }
-        if (k == 0) break;
-        int rows = lq_model_step(m, rs, &kv->pool, step, k, logits, &err);
-        if (rows < 0) fail_msg("step failed: %s", err.msg);
-        assert_int_equal(rows, k);
-        for (int j = 0; j < k; j++) {
-            run_seq *r = &seqs[which[j]];
-            r->n_in_cache += step[j].n_tokens;
-            if (r->n_in_cache < r->n_tokens) continue; /* mid-prefill: logits of a chunk end are not used */
-            const float *lg = logits + (size_t)j * vocab;
-            if (r->n_tokens == r->n_prompt) memcpy(r->first_logits, lg, (size_t)vocab * sizeof(float));
-            if (r->n_tokens - r->n_prompt == N_NEW) {
-                r->done = 1;
-                continue;
-            }
-            r->tokens[r->n_tokens++] = argmax(lg, vocab);
-        }
-    }
-    free(which);
-    free(step);
-    free(logits);
-    for (int i = 0; i < n; i++) lq_kv_release(kv, &seqs[i].kv);
-    lq_run_state_free(m, rs);
-    lq_kvcache_free(kv);
 }
 
 static void test_matches_transformers(void **state) {
@@ -195,7 +99,7 @@ static void test_perplexity(void **state) {
     assert_int_equal(lq_kv_reserve(kv, &seq, n), 0);
     int vocab = m->cfg.vocab_size;
     float *logits = malloc((size_t)n * (size_t)vocab * sizeof(float));
-    lq_step_seq s = {ids, n, 0, seq.table, 1};
+    lq_step_seq s = {ids, n, 0, seq.table, 1, NULL};
     assert_int_equal(lq_model_step(m, rs, &kv->pool, &s, 1, logits, &err), n);
     double nll = 0.0;
     for (int i = 0; i + 1 < n; i++) {

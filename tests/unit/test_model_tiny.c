@@ -48,7 +48,7 @@ static void check_model(const char *name) {
         for (int i = 0; i < n; i++) seq[i] = (int32_t)json_integer_value(json_array_get(ids, (size_t)i));
         lq_kv_seq ks = {0};
         assert_int_equal(lq_kv_reserve(kv, &ks, n + 8), 0);
-        lq_step_seq s = {seq, n, 0, ks.table, 1};
+        lq_step_seq s = {seq, n, 0, ks.table, 1, NULL};
         assert_int_equal(lq_model_step(m, rs, &kv->pool, &s, 1, logits, &err), n);
         for (int i = 0; i < n; i++)
             for (int v = 0; v < vocab; v++) {
@@ -62,7 +62,7 @@ static void check_model(const char *name) {
         for (int t = 0; t < 8; t++) {
             assert_int_equal(next, (int)json_integer_value(json_array_get(greedy, (size_t)t)));
             seq[n + t] = next;
-            lq_step_seq d = {&seq[n + t], 1, n + t, ks.table, 0};
+            lq_step_seq d = {&seq[n + t], 1, n + t, ks.table, 0, NULL};
             assert_int_equal(lq_model_step(m, rs, &kv->pool, &d, 1, logits, &err), 1);
             next = argmax(logits, vocab);
         }

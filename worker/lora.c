@@ -1,0 +1,310 @@
+/* lora.c — loading and validating PEFT LoRA adapters (see lora.h).
+ *
+ * Tensor names follow PEFT: base_model.model.model.layers.L.self_attn.q_proj.lora_A.weight
+ * (and .lora_B.weight). The rank of each module is read from its A matrix and
+ * checked against rank_pattern / r; alpha comes from alpha_pattern or
+ * lora_alpha. Pattern keys match a module's name the way PEFT matches them: the
+ * key is a regex that must match the end of the dotted name at a dot
+ * boundary, e.g. "down_proj" or "layers.3.mlp.down_proj". */
+#include "lora.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "mapfile.h"
+#include "safetensors.h"
+
+static const char *proj_names[LQ_PROJ_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                "gate_proj", "up_proj", "down_proj"};
+static const char *proj_parents[LQ_PROJ_COUNT] = {"self_attn", "self_attn", "self_attn", "self_attn",
+                                                  "mlp", "mlp", "mlp"};
+
+const char *lq_proj_name(lq_proj p) { return (unsigned)p < LQ_PROJ_COUNT ? proj_names[p] : "?"; }
+
+void lq_proj_dims(const lq_model_config *c, lq_proj p, int *in, int *out) {
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    switch (p) {
+    case LQ_PROJ_Q: *in = c->dim, *out = qd; break;
+    case LQ_PROJ_K:
+    case LQ_PROJ_V: *in = c->dim, *out = kvd; break;
+    case LQ_PROJ_O: *in = qd, *out = c->dim; break;
+    case LQ_PROJ_GATE:
+    case LQ_PROJ_UP: *in = c->dim, *out = c->hidden_dim; break;
+    default: *in = c->hidden_dim, *out = c->dim; break;
+    }
+}
+
+static lq_lora *lora_new(const lq_model *base, const char *name) {
+    lq_lora *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->name = strdup(name ? name : "");
+    a->n_layers = base->cfg.n_layers;
+    a->backend = base->backend;
+    a->mods = calloc((size_t)a->n_layers * LQ_PROJ_COUNT, sizeof *a->mods);
+    if (!a->name || !a->mods) {
+        lq_lora_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void lq_lora_free(lq_lora *a) {
+    if (!a) return;
+    for (int i = 0; a->mods && i < a->n_layers * LQ_PROJ_COUNT; i++) {
+        if (a->mods[i].A) a->backend->free(a->backend, a->mods[i].A);
+        if (a->mods[i].B) a->backend->free(a->backend, a->mods[i].B);
+    }
+    free(a->mods);
+    free(a->name);
+    free(a);
+}
+
+/* Copies a tensor, widened to f32, into new backend memory. */
+static float *upload_f32(lq_lora *a, const st_tensor *t) {
+    float *host = malloc(t->numel * sizeof *host);
+    float *dev = a->backend->alloc(a->backend, t->numel * sizeof *dev);
+    if (!host || !dev) {
+        free(host);
+        if (dev) a->backend->free(a->backend, dev);
+        return NULL;
+    }
+    lq_convert(host, LQ_DTYPE_F32, t->data, t->dtype, t->numel);
+    a->backend->upload(a->backend, dev, host, t->numel * sizeof *dev);
+    free(host);
+    a->bytes += t->numel * sizeof *dev;
+    return dev;
+}
+
+/* ---------- adapter_config.json ---------- */
+
+typedef struct lora_config {
+    int r;
+    double alpha;
+    int rslora;
+    json_t *rank_pattern, *alpha_pattern; /* borrowed from root */
+    json_t *root;
+} lora_config;
+
+static int parse_config(lora_config *c, const char *dir, lq_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    json_error_t jerr;
+    c->root = json_load_file(path, 0, &jerr);
+    if (!c->root) {
+        if (access(path, F_OK) != 0) return lq_fail(err, "no adapter_config.json in this folder");
+        return lq_fail(err, "adapter_config.json: %s (line %d)", jerr.text, jerr.line);
+    }
+    json_t *root = c->root, *v;
+    if (!json_is_object(root)) return lq_fail(err, "adapter_config.json is not a JSON object");
+    v = json_object_get(root, "peft_type");
+    if (json_is_string(v) && strcmp(json_string_value(v), "LORA") != 0)
+        return lq_fail(err, "peft_type %s is not supported (LORA is)", json_string_value(v));
+    if (json_is_true(json_object_get(root, "use_dora")))
+        return lq_fail(err, "DoRA adapters (use_dora: true) are not supported");
+    v = json_object_get(root, "modules_to_save");
+    if (v && !json_is_null(v) && !(json_is_array(v) && json_array_size(v) == 0))
+        return lq_fail(err, "modules_to_save is not supported: the adapter replaces whole base modules");
+    v = json_object_get(root, "r");
+    if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > 4096)
+        return lq_fail(err, "adapter_config.json: 'r' must be a positive integer");
+    c->r = (int)json_integer_value(v);
+    v = json_object_get(root, "lora_alpha");
+    c->alpha = json_is_number(v) ? json_number_value(v) : c->r;
+    c->rslora = json_is_true(json_object_get(root, "use_rslora"));
+    c->rank_pattern = json_object_get(root, "rank_pattern");
+    c->alpha_pattern = json_object_get(root, "alpha_pattern");
+    return 0;
+}
+
+/* PEFT's pattern lookup: the first key (a regex) matching the end of name at a dot boundary. */
+static json_t *pattern_lookup(json_t *patterns, const char *name) {
+    if (!json_is_object(patterns)) return NULL;
+    const char *key;
+    json_t *val;
+    json_object_foreach(patterns, key, val) {
+        char re[1024];
+        snprintf(re, sizeof re, "^(.*\\.)?(%s)$", key);
+        int ec;
+        PCRE2_SIZE eo;
+        pcre2_code *code = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, 0, &ec, &eo, NULL);
+        if (!code) continue;
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(code, NULL);
+        int rc = pcre2_match(code, (PCRE2_SPTR)name, strlen(name), 0, 0, md, NULL);
+        pcre2_match_data_free(md);
+        pcre2_code_free(code);
+        if (rc >= 0) return val;
+    }
+    return NULL;
+}
+
+/* ---------- tensors ---------- */
+
+/* Splits "base_model.model.model.layers.L.<parent>.<proj>.lora_X.weight" into layer, proj, X. */
+static int parse_tensor_name(const char *name, int *layer, lq_proj *proj, char *which, lq_error *err) {
+    const char *p = name;
+    if (!strncmp(p, "base_model.model.", 17)) p += 17;
+    int L, n = 0;
+    char parent[32], mod[32], ab[8];
+    if (sscanf(p, "model.layers.%d.%31[^.].%31[^.].lora_%7[^.].weight%n", &L, parent, mod, ab, &n) != 4 ||
+        p[n] != '\0')
+        return lq_fail(err, "tensor '%s' is not a LoRA weight of a decoder layer (embedding, lm_head and "
+                            "DoRA tensors are not supported)", name);
+    for (int i = 0; i < LQ_PROJ_COUNT; i++)
+        if (!strcmp(mod, proj_names[i]) && !strcmp(parent, proj_parents[i]) && (!strcmp(ab, "A") || !strcmp(ab, "B"))) {
+            *layer = L;
+            *proj = (lq_proj)i;
+            *which = ab[0];
+            return 0;
+        }
+    return lq_fail(err, "tensor '%s': module %s.%s is not one lorq adapts (q, k, v, o, gate, up, down projections)",
+                   name, parent, mod);
+}
+
+static int bind_module(lq_lora *a, const lq_model *base, const lora_config *c, const st_set *st, int layer, lq_proj p,
+                       const st_tensor *A, const st_tensor *B, lq_error *err) {
+    int in, out;
+    lq_proj_dims(&base->cfg, p, &in, &out);
+    char mname[128];
+    snprintf(mname, sizeof mname, "model.layers.%d.%s.%s", layer, proj_parents[p], proj_names[p]);
+    if (!A || !B) return lq_fail(err, "%s has lora_%s but no lora_%s", mname, A ? "A" : "B", A ? "B" : "A");
+    if (A->ndim != 2 || A->shape[1] != in || A->shape[0] <= 0 || A->shape[0] > 4096)
+        return lq_fail(err, "%s.lora_A has shape [%lld, %lld]; the base model's %s takes %d inputs (an adapter for "
+                            "another base model?)", mname, (long long)A->shape[0], (long long)(A->ndim > 1 ? A->shape[1] : 0),
+                       proj_names[p], in);
+    int r = (int)A->shape[0];
+    if (B->ndim != 2 || B->shape[0] != out || B->shape[1] != r)
+        return lq_fail(err, "%s.lora_B has shape [%lld, %lld], expected [%d, %d]", mname, (long long)B->shape[0],
+                       (long long)(B->ndim > 1 ? B->shape[1] : 0), out, r);
+    json_t *rp = pattern_lookup(c->rank_pattern, mname);
+    int want_r = json_is_integer(rp) ? (int)json_integer_value(rp) : c->r;
+    if (want_r != r) return lq_fail(err, "%s has rank %d but adapter_config.json says %d", mname, r, want_r);
+    json_t *ap = pattern_lookup(c->alpha_pattern, mname);
+    double alpha = json_is_number(ap) ? json_number_value(ap) : c->alpha;
+    lq_lora_module *m = &a->mods[(size_t)layer * LQ_PROJ_COUNT + p];
+    m->rank = r;
+    m->scale = (float)(c->rslora ? alpha / sqrt((double)r) : alpha / r);
+    m->A = upload_f32(a, A);
+    m->B = upload_f32(a, B);
+    if (!m->A || !m->B) return lq_fail(err, "out of memory for %s", mname);
+    if (r > a->max_rank) a->max_rank = r;
+    (void)st;
+    return 0;
+}
+
+static int bind_tensors(lq_lora *a, const lq_model *base, const lora_config *c, const st_set *st, lq_error *err) {
+    int n = base->cfg.n_layers;
+    const st_tensor **As = calloc((size_t)n * LQ_PROJ_COUNT, sizeof *As), **Bs = calloc((size_t)n * LQ_PROJ_COUNT, sizeof *Bs);
+    int rc = -1, any = 0;
+    if (!As || !Bs) {
+        lq_fail(err, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < st->n_tensors; i++) {
+        int layer = 0;
+        lq_proj p = LQ_PROJ_Q;
+        char which = 0;
+        if (parse_tensor_name(st->tensors[i].name, &layer, &p, &which, err) != 0) goto out;
+        if (layer < 0 || layer >= n) {
+            lq_fail(err, "tensor '%s' adapts layer %d but the base model has %d layers (an adapter for another base "
+                         "model?)", st->tensors[i].name, layer, n);
+            goto out;
+        }
+        (which == 'A' ? As : Bs)[(size_t)layer * LQ_PROJ_COUNT + p] = &st->tensors[i];
+    }
+    for (int l = 0; l < n; l++)
+        for (int p = 0; p < LQ_PROJ_COUNT; p++) {
+            const st_tensor *A = As[(size_t)l * LQ_PROJ_COUNT + p], *B = Bs[(size_t)l * LQ_PROJ_COUNT + p];
+            if (!A && !B) continue;
+            if (bind_module(a, base, c, st, l, (lq_proj)p, A, B, err) != 0) goto out;
+            any = 1;
+        }
+    rc = any ? 0 : lq_fail(err, "adapter_model.safetensors holds no LoRA weights");
+out:
+    free(As);
+    free(Bs);
+    return rc;
+}
+
+lq_lora *lq_lora_load(const char *dir, const char *name, const lq_model *base, lq_error *err) {
+    lora_config c = {0};
+    st_set st = {0};
+    int have_st = 0;
+    lq_lora *a = lora_new(base, name ? name : dir);
+    if (!a) {
+        lq_fail(err, "out of memory");
+        goto fail;
+    }
+    if (parse_config(&c, dir, err) != 0) goto fail;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if (access(path, F_OK) != 0) {
+        snprintf(path, sizeof path, "%s/adapter_model.bin", dir);
+        if (access(path, F_OK) == 0)
+            lq_fail(err, "adapter_model.bin is a pickled PyTorch file, which lorq does not load: save the adapter "
+                         "with safe_serialization=True");
+        else
+            lq_fail(err, "no adapter_model.safetensors in this folder");
+        goto fail;
+    }
+    if (st_open(&st, path, err) != 0) goto fail;
+    have_st = 1;
+    if (bind_tensors(a, base, &c, &st, err) != 0) goto fail;
+    st_close(&st);
+    json_decref(c.root);
+    return a;
+fail:
+    lq_error_prefix(err, "adapter %s", dir);
+    if (have_st) st_close(&st);
+    json_decref(c.root);
+    lq_lora_free(a);
+    return NULL;
+}
+
+lq_lora *lq_lora_random(const lq_model *base, const char *name, int rank, unsigned proj_mask, unsigned long seed,
+                        lq_error *err) {
+    lq_lora *a = lora_new(base, name);
+    if (!a || rank <= 0) {
+        lq_lora_free(a);
+        lq_fail(err, rank <= 0 ? "rank must be positive" : "out of memory");
+        return NULL;
+    }
+    unsigned long state = seed * 2654435761ul + 1;
+    for (int l = 0; l < a->n_layers; l++)
+        for (int p = 0; p < LQ_PROJ_COUNT; p++) {
+            if (!(proj_mask & (1u << p))) continue;
+            int in, out;
+            lq_proj_dims(&base->cfg, (lq_proj)p, &in, &out);
+            lq_lora_module *m = &a->mods[(size_t)l * LQ_PROJ_COUNT + p];
+            size_t na = (size_t)rank * in, nb = (size_t)out * rank;
+            float *host = malloc((na > nb ? na : nb) * sizeof *host);
+            m->A = a->backend->alloc(a->backend, na * sizeof(float));
+            m->B = a->backend->alloc(a->backend, nb * sizeof(float));
+            if (!host || !m->A || !m->B) {
+                free(host);
+                lq_lora_free(a);
+                lq_fail(err, "out of memory");
+                return NULL;
+            }
+            for (int k = 0; k < 2; k++) {
+                size_t count = k ? nb : na;
+                for (size_t i = 0; i < count; i++) {
+                    state = state * 6364136223846793005ul + 1442695040888963407ul;
+                    host[i] = ((float)((state >> 40) & 0xffff) / 65536.0f - 0.5f) * 0.02f;
+                }
+                a->backend->upload(a->backend, k ? m->B : m->A, host, count * sizeof(float));
+            }
+            free(host);
+            m->rank = rank;
+            m->scale = 2.0f;
+            a->bytes += (na + nb) * sizeof(float);
+        }
+    a->max_rank = rank;
+    return a;
+}

@@ -1,0 +1,68 @@
+/* lora.h — PEFT LoRA adapters for the base model.
+ *
+ * An adapter is a folder with adapter_config.json and adapter_model.safetensors
+ * as PEFT's save_pretrained writes them. For each (layer, projection) it
+ * adapts, it holds A [r][in] and B [out][r] in f32 backend memory and the
+ * scale: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora, where r and
+ * alpha may come from rank_pattern / alpha_pattern. The model adds
+ * scale · B·(A·x) to the projection's output (worker/model.c), computed with
+ * the backend's segmented shrink/expand ops: weights are never merged into
+ * the base, so any mix of adapters can share a step.
+ *
+ * Loading checks the adapter against the base model — module names, shapes,
+ * layer indices — and refuses what lorq cannot apply faithfully (DoRA,
+ * modules_to_save, embedding/lm_head adapters, pickled .bin weights) with a
+ * message naming the problem. */
+#ifndef LORQ_LORA_H
+#define LORQ_LORA_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "model.h"
+
+typedef enum lq_proj {
+    LQ_PROJ_Q,
+    LQ_PROJ_K,
+    LQ_PROJ_V,
+    LQ_PROJ_O,
+    LQ_PROJ_GATE,
+    LQ_PROJ_UP,
+    LQ_PROJ_DOWN,
+    LQ_PROJ_COUNT
+} lq_proj;
+
+const char *lq_proj_name(lq_proj p); /* "q_proj", ... */
+
+typedef struct lq_lora_module {
+    int rank; /* 0: this (layer, projection) is not adapted */
+    float scale;
+    float *A, *B; /* backend memory, f32: A [rank][in], B [out][rank] */
+} lq_lora_module;
+
+typedef struct lq_lora {
+    char *name;
+    int n_layers;
+    lq_lora_module *mods; /* [n_layers][LQ_PROJ_COUNT] */
+    int max_rank;
+    size_t bytes; /* backend memory held */
+    lq_backend *backend;
+} lq_lora;
+
+lq_lora *lq_lora_load(const char *dir, const char *name, const lq_model *base, lq_error *err);
+
+/* A random adapter (dummy weights, as vLLM's --load-format dummy): rank r on the
+ * projections whose bit is set in proj_mask, every layer; for benchmarks. */
+lq_lora *lq_lora_random(const lq_model *base, const char *name, int rank, unsigned proj_mask, unsigned long seed,
+                        lq_error *err);
+
+void lq_lora_free(lq_lora *a);
+
+static inline const lq_lora_module *lq_lora_module_at(const lq_lora *a, int layer, lq_proj p) {
+    return &a->mods[(size_t)layer * LQ_PROJ_COUNT + p];
+}
+
+/* Input and output sizes of a projection of the base model. */
+void lq_proj_dims(const lq_model_config *c, lq_proj p, int *in, int *out);
+
+#endif
