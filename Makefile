@@ -72,7 +72,7 @@ $(B)/%.o: %.c
 # Unit tests and the objects they link run under AddressSanitizer and UBSan.
 $(B)/san/%.o: %.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -O1 $(SAN) -c -o $@ $<
+	$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
 
 $(B)/san/libcommon.a: $(COMMON_SAN_OBJ)
 	@rm -f $@
@@ -84,7 +84,7 @@ $(B)/san/libengine.a: $(ENGINE_SAN_OBJ)
 
 $(B)/tests/%: tests/unit/%.c $(B)/san/libengine.a $(B)/san/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS) -lcmocka
 
 # libFuzzer targets: clang, coverage instrumentation plus ASan/UBSan.
 FUZZ_FLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE $(INCLUDES) $(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined

@@ -143,11 +143,12 @@ static void add_bias(float *y, int n, int rows, const float *bias) {
         for (int r = 0; r < rows; r++) y[(size_t)i * (size_t)rows + (size_t)r] += bias[r];
 }
 
-/* Steps with at least this many rows are compute-bound: OpenBLAS's sgemm, which
- * packs and blocks for the caches, beats our streaming kernel there. Below it
- * (decode-heavy steps) our kernel wins and is exactly batch-invariant; across
- * the threshold a row's result changes only by f32 rounding. */
-enum { BLAS_MIN_ROWS = 33, BLAS_CHUNK_ROWS = 256 };
+/* Steps of at least this many rows go to OpenBLAS's sgemm, which packs and
+ * blocks for the caches and wins on long prefill chunks. Everything smaller —
+ * decode steps, and mixed steps of decodes and short chunks — runs our kernel,
+ * whose results are bitwise independent of the batch; across the threshold a
+ * row's result changes only by f32 rounding. */
+enum { BLAS_MIN_ROWS = 128, BLAS_CHUNK_ROWS = 256 };
 
 typedef struct widen_ctx {
     float *dst;
@@ -227,13 +228,18 @@ static void lora_task_run(void *ctxp, int ti, int thread) {
                          g->A + (size_t)t->c0 * c->ld_in, t->c0, t->nc, c->ld_in);
         return;
     }
-    float *tmp = malloc((size_t)g->n_rows * (size_t)t->nc * sizeof *tmp);
-    lq_cpu_gemm_rows(tmp, t->nc, x, c->ld_in, g->n_rows, g->B + (size_t)t->c0 * g->rank, 0, t->nc, g->rank);
-    for (int i = 0; i < g->n_rows; i++) {
-        float *y = c->out + (size_t)(g->row0 + i) * c->ld_out + t->c0;
-        for (int k = 0; k < t->nc; k++) y[k] += g->scale * tmp[(size_t)i * t->nc + k];
+    /* A few rows at a time so the scratch fits on the stack whatever the segment's length. */
+    enum { ROWS_AT_ONCE = 16 };
+    float tmp[ROWS_AT_ONCE * LORA_COLS_PER_TASK];
+    for (int i0 = 0; i0 < g->n_rows; i0 += ROWS_AT_ONCE) {
+        int nr = g->n_rows - i0 < ROWS_AT_ONCE ? g->n_rows - i0 : ROWS_AT_ONCE;
+        lq_cpu_gemm_rows(tmp, t->nc, x + (size_t)i0 * c->ld_in, c->ld_in, nr, g->B + (size_t)t->c0 * g->rank, 0, t->nc,
+                         g->rank);
+        for (int i = 0; i < nr; i++) {
+            float *y = c->out + (size_t)(g->row0 + i0 + i) * c->ld_out + t->c0;
+            for (int k = 0; k < t->nc; k++) y[k] += g->scale * tmp[i * t->nc + k];
+        }
     }
-    free(tmp);
 }
 
 static void lora_run(lq_backend *b, lora_ctx *c, const lq_lora_seg *segs, int n_segs, int cols_of_seg_is_rank,

@@ -45,6 +45,7 @@ typedef struct run_seq {
     lq_kv_seq kv;
     float *first_logits; /* logits at the last prompt position */
     int done;
+    int n_new; /* tokens to generate (N_NEW unless a test only wants the prompt's logits) */
     const lq_lora *adapter;
 } run_seq;
 
@@ -53,6 +54,7 @@ static void run_seq_init(run_seq *r, const int32_t *prompt, int n_prompt, int vo
     r->tokens = malloc((size_t)(n_prompt + N_NEW) * sizeof *r->tokens);
     memcpy(r->tokens, prompt, (size_t)n_prompt * sizeof *prompt);
     r->n_prompt = r->n_tokens = n_prompt;
+    r->n_new = N_NEW;
     r->first_logits = malloc((size_t)vocab * sizeof(float));
 }
 
@@ -97,7 +99,7 @@ static void drive(fixture *f, run_seq *seqs, int n, int chunk, const int *start)
             if (r->n_in_cache < r->n_tokens) continue; /* mid-prefill: logits of a chunk end are not used */
             const float *lg = logits + (size_t)j * vocab;
             if (r->n_tokens == r->n_prompt) memcpy(r->first_logits, lg, (size_t)vocab * sizeof(float));
-            if (r->n_tokens - r->n_prompt == N_NEW) {
+            if (r->n_tokens - r->n_prompt == r->n_new) {
                 r->done = 1;
                 continue;
             }
