@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,37 @@ typedef struct fixture {
     lq_model *model;
     json_t *golden;
 } fixture;
+
+/* Loads the bundled model (LORQ_MODEL_DIR overrides its folder) and a golden file
+ * into *state for a cmocka group. */
+static int fixture_open(void **state, const char *golden) {
+    static fixture f;
+    const char *dir = getenv("LORQ_MODEL_DIR");
+    if (!dir) dir = "models/SmolLM2-135M-Instruct";
+    lq_error err;
+    f.backend = lq_backend_cpu_new(0, &err);
+    f.model = f.backend ? lq_model_load(dir, f.backend, &err) : NULL;
+    if (!f.model) {
+        fprintf(stderr, "cannot load the bundled model (run make setup): %s\n", err.msg);
+        return -1;
+    }
+    json_error_t jerr;
+    f.golden = json_load_file(golden, 0, &jerr);
+    if (!f.golden) {
+        fprintf(stderr, "%s: %s\n", golden, jerr.text);
+        return -1;
+    }
+    *state = &f;
+    return 0;
+}
+
+static int fixture_close(void **state) {
+    fixture *f = *state;
+    json_decref(f->golden);
+    lq_model_free(f->model);
+    f->backend->destroy(f->backend);
+    return 0;
+}
 
 static int32_t *ids_of(json_t *arr, int *n) {
     *n = (int)json_array_size(arr);

@@ -25,33 +25,7 @@
 #define GREEDY_CASES 3
 
 static int setup(void **state) {
-    static fixture f;
-    const char *dir = getenv("LORQ_MODEL_DIR");
-    if (!dir) dir = "models/SmolLM2-135M-Instruct";
-    lq_error err;
-    f.backend = lq_backend_cpu_new(0, &err);
-    f.model = f.backend ? lq_model_load(dir, f.backend, &err) : NULL;
-    if (!f.model) {
-        fprintf(stderr, "cannot load the bundled model (run make setup): %s\n", err.msg);
-        return -1;
-    }
-    json_error_t jerr;
-    const char *golden = getenv("LORQ_LORA_GOLDEN") ? getenv("LORQ_LORA_GOLDEN") : GOLDEN;
-    f.golden = json_load_file(golden, 0, &jerr);
-    if (!f.golden) {
-        fprintf(stderr, "%s: %s\n", golden, jerr.text);
-        return -1;
-    }
-    *state = &f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    json_decref(f->golden);
-    lq_model_free(f->model);
-    f->backend->destroy(f->backend);
-    return 0;
+    return fixture_open(state, getenv("LORQ_LORA_GOLDEN") ? getenv("LORQ_LORA_GOLDEN") : GOLDEN);
 }
 
 static lq_lora *load(fixture *f, const char *name) {
@@ -291,5 +265,5 @@ int main(void) {
         cmocka_unit_test(test_zero_b_is_exactly_base),
         cmocka_unit_test(test_bad_adapters_are_clear_errors),
     };
-    return cmocka_run_group_tests_name("lora", tests, setup, teardown);
+    return cmocka_run_group_tests_name("lora", tests, setup, fixture_close);
 }

@@ -24,35 +24,7 @@
 
 #define GOLDEN "tests/reference/golden/base_smollm2.json"
 
-static int setup(void **state) {
-    static fixture f;
-    const char *dir = getenv("LORQ_MODEL_DIR");
-    if (!dir) dir = "models/SmolLM2-135M-Instruct";
-    lq_error err;
-    f.backend = lq_backend_cpu_new(0, &err);
-    if (!f.backend) return -1;
-    f.model = lq_model_load(dir, f.backend, &err);
-    if (!f.model) {
-        fprintf(stderr, "cannot load the bundled model (run make setup): %s\n", err.msg);
-        return -1;
-    }
-    json_error_t jerr;
-    f.golden = json_load_file(GOLDEN, 0, &jerr);
-    if (!f.golden) {
-        fprintf(stderr, "%s: %s\n", GOLDEN, jerr.text);
-        return -1;
-    }
-    *state = &f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    json_decref(f->golden);
-    lq_model_free(f->model);
-    f->backend->destroy(f->backend);
-    return 0;
-}
+static int setup(void **state) { return fixture_open(state, GOLDEN); }
 
 static void test_matches_transformers(void **state) {
     fixture *f = *state;
@@ -159,5 +131,5 @@ int main(void) {
         cmocka_unit_test(test_perplexity),
         cmocka_unit_test(test_mixed_batch_equals_solo),
     };
-    return cmocka_run_group_tests_name("model parity", tests, setup, teardown);
+    return cmocka_run_group_tests_name("model parity", tests, setup, fixture_close);
 }
