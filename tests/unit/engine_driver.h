@@ -1,10 +1,11 @@
 /* engine_driver.h — drives sequences through lq_model_step for the engine tests:
  * staggered starts, chunked prefill, greedy decoding, optional adapters.
- * Included by test files (static functions, one copy per test binary). */
+ * Included by test files after <cmocka.h> (static functions, one copy per test binary). */
 #ifndef LORQ_TEST_ENGINE_DRIVER_H
 #define LORQ_TEST_ENGINE_DRIVER_H
 
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +145,35 @@ static void drive(fixture *f, run_seq *seqs, int n, int chunk, const int *start)
     for (int i = 0; i < n; i++) lq_kv_release(kv, &seqs[i].kv);
     lq_run_state_free(m, rs);
     lq_kvcache_free(kv);
+}
+
+/* Runs a golden case ({ids, top_ids, top_logits, greedy}) alone, with `adapter` or the
+ * base model, and returns the largest |difference| at the golden's top logits; fails the
+ * test when a greedy token differs (checked only when check_greedy). `who` names the
+ * reference in messages. */
+static double check_golden_case(fixture *f, json_t *gc, const lq_lora *adapter, int check_greedy, const char *who,
+                                size_t index) {
+    int n_prompt, n_top, n_greedy;
+    int32_t *prompt = ids_of(json_object_get(gc, "ids"), &n_prompt);
+    int32_t *top_ids = ids_of(json_object_get(gc, "top_ids"), &n_top);
+    int32_t *greedy = ids_of(json_object_get(gc, "greedy"), &n_greedy);
+    run_seq r;
+    run_seq_init(&r, prompt, n_prompt, f->model->cfg.vocab_size);
+    r.adapter = adapter;
+    if (!check_greedy) r.n_new = n_greedy = 0;
+    drive(f, &r, 1, 512, NULL);
+    json_t *tl = json_object_get(gc, "top_logits");
+    double worst = 0.0;
+    for (int i = 0; i < n_top; i++) {
+        double d = fabs(r.first_logits[top_ids[i]] - json_number_value(json_array_get(tl, (size_t)i)));
+        if (d > worst) worst = d;
+    }
+    for (int i = 0; i < n_greedy; i++)
+        if (r.tokens[n_prompt + i] != greedy[i])
+            fail_msg("case %zu: greedy token %d is %d, %s gives %d", index, i, r.tokens[n_prompt + i], who, greedy[i]);
+    run_seq_free(&r);
+    free(prompt), free(top_ids), free(greedy);
+    return worst;
 }
 
 #endif

@@ -38,37 +38,17 @@ static lq_lora *load(fixture *f, const char *name) {
 
 static void test_each_adapter_matches_peft(void **state) {
     fixture *f = *state;
-    int vocab = f->model->cfg.vocab_size;
     const char *name;
     json_t *a;
     json_object_foreach(json_object_get(f->golden, "adapters"), name, a) {
         lq_lora *l = load(f, name);
         double worst = 0.0;
         json_t *cases = json_object_get(a, "cases");
+        /* Greedy continuations on the first prompts (the decode path); the prompt-end
+         * logits on all of them. */
         for (size_t c = 0; c < json_array_size(cases); c++) {
-            json_t *gc = json_array_get(cases, c);
-            int n_prompt, n_top, n_greedy;
-            int32_t *prompt = ids_of(json_object_get(gc, "ids"), &n_prompt);
-            int32_t *top_ids = ids_of(json_object_get(gc, "top_ids"), &n_top);
-            int32_t *greedy = ids_of(json_object_get(gc, "greedy"), &n_greedy);
-            run_seq r;
-            run_seq_init(&r, prompt, n_prompt, vocab);
-            r.adapter = l;
-            /* Greedy continuations on the first prompts (the decode path); the prompt-end
-             * logits on all of them. */
-            if (c >= GREEDY_CASES) r.n_new = n_greedy = 0;
-            drive(f, &r, 1, 512, NULL);
-            json_t *tl = json_object_get(gc, "top_logits");
-            for (int i = 0; i < n_top; i++) {
-                double d = fabs(r.first_logits[top_ids[i]] - json_number_value(json_array_get(tl, (size_t)i)));
-                if (d > worst) worst = d;
-            }
-            for (int i = 0; i < n_greedy; i++)
-                if (r.tokens[n_prompt + i] != greedy[i])
-                    fail_msg("%s case %zu: greedy token %d is %d, PEFT gives %d", name, c, i, r.tokens[n_prompt + i],
-                             greedy[i]);
-            run_seq_free(&r);
-            free(prompt), free(top_ids), free(greedy);
+            double d = check_golden_case(f, json_array_get(cases, c), l, c < GREEDY_CASES, name, c);
+            if (d > worst) worst = d;
         }
         printf("  %s: max rank %d, %.1f MB (%.2f%% of the base), top-100 logits max |diff| %.2e, greedy identical\n",
                name, l->max_rank, l->bytes / 1e6, 100.0 * (double)l->bytes / (double)lq_model_weight_bytes(f->model),

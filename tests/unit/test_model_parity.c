@@ -29,32 +29,12 @@ static int setup(void **state) { return fixture_open(state, GOLDEN); }
 static void test_matches_transformers(void **state) {
     fixture *f = *state;
     json_t *cases = json_object_get(f->golden, "cases");
-    int vocab = f->model->cfg.vocab_size;
     for (size_t c = 0; c < json_array_size(cases); c++) {
         json_t *gc = json_array_get(cases, c);
-        int n_prompt, n_top, n_greedy;
-        int32_t *prompt = ids_of(json_object_get(gc, "ids"), &n_prompt);
-        int32_t *top_ids = ids_of(json_object_get(gc, "top_ids"), &n_top);
-        int32_t *greedy = ids_of(json_object_get(gc, "greedy"), &n_greedy);
-        run_seq r;
-        run_seq_init(&r, prompt, n_prompt, vocab);
-        drive(f, &r, 1, 512, NULL);
-        json_t *tl = json_object_get(gc, "top_logits");
-        double worst = 0.0;
-        for (int i = 0; i < n_top; i++) {
-            double d = fabs(r.first_logits[top_ids[i]] - json_number_value(json_array_get(tl, (size_t)i)));
-            if (d > worst) worst = d;
-        }
-        printf("  case %zu (%d prompt tokens): top-100 logits max |diff| %.2e\n", c, n_prompt, worst);
+        double worst = check_golden_case(f, gc, NULL, 1, "transformers", c);
+        printf("  case %zu (%zu prompt tokens): top-100 logits max |diff| %.2e\n", c,
+               json_array_size(json_object_get(gc, "ids")), worst);
         if (worst > 2e-3) fail_msg("case %zu: top-100 logits differ by %g (> 2e-3)", c, worst);
-        for (int i = 0; i < n_greedy; i++)
-            if (r.tokens[n_prompt + i] != greedy[i])
-                fail_msg("case %zu: greedy token %d is %d, transformers gives %d", c, i, r.tokens[n_prompt + i],
-                         greedy[i]);
-        run_seq_free(&r);
-        free(prompt);
-        free(top_ids);
-        free(greedy);
     }
 }
 
