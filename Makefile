@@ -1,6 +1,6 @@
 # lorq — build, setup and test entry points.
 #
-#   make            build bin/ (the lorq CLI; worker and gateway join as they land)
+#   make            build bin/: lorq (CLI), lorq-worker, lorq-gateway
 #   make setup      install Debian packages, the Python test venv and the bundled model
 #   make test       setup, then every test (C units under ASan/UBSan, Python integration, short fuzz runs)
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
@@ -12,12 +12,12 @@
 
 CC      ?= gcc
 FUZZ_CC ?= clang
-PKGS     = jansson libpcre2-8 libutf8proc openblas
+PKGS     = jansson libpcre2-8 libutf8proc openblas hiredis msgpack libevent libcurl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN     = -std=gnu11 -Wall -Wextra -Werror
-INCLUDES = -Icommon -Ikernels -Iworker
+INCLUDES = -Icommon -Ikernels -Iworker -Igateway
 CFLAGS  ?= -O2 -g
 CFLAGS  += $(WARN) -D_GNU_SOURCE $(INCLUDES) $(PKG_CFLAGS) -MMD -MP
 LDLIBS   = $(PKG_LIBS) -lm -lpthread
@@ -30,6 +30,8 @@ BIN ?= bin
 COMMON_SRC = $(wildcard common/*.c)
 # The engine: compute backends and the model, everything the worker runs.
 ENGINE_SRC = $(wildcard kernels/cpu/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
+# The gateway's modules (HTTP routes, validation, chat templates); main.c is its entry point.
+GATEWAY_SRC = $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 CLI_SRC    = $(wildcard cli/*.c)
 UNIT_SRC   = $(wildcard tests/unit/test_*.c)
 FUZZ_SRC   = $(wildcard tests/fuzz/fuzz_*.c)
@@ -38,6 +40,9 @@ COMMON_OBJ     = $(COMMON_SRC:%.c=$(B)/%.o)
 ENGINE_OBJ     = $(ENGINE_SRC:%.c=$(B)/%.o)
 COMMON_SAN_OBJ = $(COMMON_SRC:%.c=$(B)/san/%.o)
 ENGINE_SAN_OBJ = $(ENGINE_SRC:%.c=$(B)/san/%.o)
+GATEWAY_OBJ     = $(GATEWAY_SRC:%.c=$(B)/%.o)
+GATEWAY_SAN_OBJ = $(GATEWAY_SRC:%.c=$(B)/san/%.o)
+GATEWAY_FUZ_OBJ = $(GATEWAY_SRC:%.c=$(B)/fuzz/%.o)
 COMMON_FUZ_OBJ = $(COMMON_SRC:%.c=$(B)/fuzz/%.o)
 CLI_OBJ        = $(CLI_SRC:%.c=$(B)/%.o)
 UNIT_BIN       = $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
@@ -51,11 +56,24 @@ PYTEST_ARGS ?=
 .SECONDARY:
 
 .PHONY: all setup test unit-test py-test fuzz-build fuzz fuzz-smoke bench-cpu clean
-all: $(BIN)/lorq
+PROGRAMS = $(BIN)/lorq $(if $(wildcard worker/main.c),$(BIN)/lorq-worker) $(if $(wildcard gateway/main.c),$(BIN)/lorq-gateway)
+all: $(PROGRAMS)
 
 $(BIN)/lorq: $(CLI_OBJ) $(B)/libengine.a $(B)/libcommon.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/lorq-worker: $(B)/worker/main.o $(B)/libengine.a $(B)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/lorq-gateway: $(B)/gateway/main.o $(B)/libgateway.a $(B)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/libgateway.a: $(GATEWAY_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
 
 $(B)/libengine.a: $(ENGINE_OBJ)
 	@rm -f $@
@@ -78,11 +96,15 @@ $(B)/san/libcommon.a: $(COMMON_SAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(B)/san/libgateway.a: $(GATEWAY_SAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(B)/san/libengine.a: $(ENGINE_SAN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/tests/%: tests/unit/%.c $(B)/san/libengine.a $(B)/san/libcommon.a
+$(B)/tests/%: tests/unit/%.c $(B)/san/libgateway.a $(B)/san/libengine.a $(B)/san/libcommon.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS) -lcmocka
 
@@ -92,7 +114,7 @@ $(B)/fuzz/%.o: %.c
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -c -o $@ $<
 
-$(B)/fuzz/bin/%: tests/fuzz/%.c $(COMMON_FUZ_OBJ)
+$(B)/fuzz/bin/%: tests/fuzz/%.c $(GATEWAY_FUZ_OBJ) $(COMMON_FUZ_OBJ)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
