@@ -12,7 +12,7 @@
 
 CC      ?= gcc
 FUZZ_CC ?= clang
-PKGS     = jansson libpcre2-8 libutf8proc openblas hiredis msgpack libevent libcurl
+PKGS     = jansson libpcre2-8 libutf8proc openblas hiredis msgpack libevent libcurl libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -15,6 +15,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"convert-gguf", cmd_convert_gguf, "convert-gguf IN.gguf OUT_DIR [--dtype f32|bf16]   GGUF -> Hugging Face folder"},
+    {"download", cmd_download, "download OWNER/NAME[@REV] [--adapter]   fetch a model or adapter from the hub into its cache"},
     {"bench", cmd_bench, "bench --model DIR [--threads N]   CPU prefill/decode throughput against the memory-bandwidth bound"},
     {"generate", cmd_generate, "generate --model DIR --prompt TEXT [--max-new-tokens N] [sampling flags]   stream a completion"},
     {"inspect", cmd_inspect, "inspect [--json] FILE.safetensors|MODEL_DIR   list and validate tensors"},

