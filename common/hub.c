@@ -697,3 +697,17 @@ int lq_hub_snapshot(const lq_hub_config *c, const char *id, lq_hub_kind kind, ch
     json_decref(info.files);
     return rc;
 }
+
+int lq_resolve_source(const char *src, lq_hub_kind kind, char *dir, size_t dir_len, lq_error *err) {
+    struct stat st;
+    if (stat(src, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return lq_fail(err, "'%s' is not a folder", src);
+        if ((size_t)snprintf(dir, dir_len, "%s", src) >= dir_len) return lq_fail(err, "path too long: %s", src);
+        return 0;
+    }
+    if (!lq_hub_looks_like_id(src))
+        return lq_fail(err, "'%s' is neither an existing folder nor a hub id (owner/name[@revision])", src);
+    lq_hub_config c;
+    if (lq_hub_config_from_env(&c, err)) return -1;
+    return lq_hub_snapshot(&c, src, kind, dir, dir_len, err);
+}

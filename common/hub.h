@@ -58,4 +58,8 @@ int lq_hub_looks_like_id(const char *s);
 int lq_hub_snapshot(const lq_hub_config *c, const char *id, lq_hub_kind kind, char *dir, size_t dir_len,
                     lq_error *err);
 
+/* A local folder as it is, or a hub id fetched with the environment's hub
+ * settings: how MODEL_ID and LORA_ADAPTERS entries are resolved. */
+int lq_resolve_source(const char *src, lq_hub_kind kind, char *dir, size_t dir_len, lq_error *err);
+
 #endif
