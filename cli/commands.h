@@ -8,6 +8,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_submit(int argc, char **argv);
 int cmd_download(int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const command commands[] = {
     {"download", cmd_download, "download OWNER/NAME[@REV] [--adapter]   fetch a model or adapter from the hub into its cache"},
     {"bench", cmd_bench, "bench --model DIR [--threads N]   CPU prefill/decode throughput against the memory-bandwidth bound"},
     {"generate", cmd_generate, "generate --model DIR --prompt TEXT [--max-new-tokens N] [sampling flags]   stream a completion"},
+    {"submit", cmd_submit, "submit --adapter ID --prompt TEXT [--stream] [--json] [flags]   enqueue a job on Redis and print its tokens"},
     {"inspect", cmd_inspect, "inspect [--json] FILE.safetensors|MODEL_DIR   list and validate tensors"},
     {"tokenize", cmd_tokenize, "tokenize --model DIR [--decode] [--no-special] TEXT|IDS   text <-> token ids"},
 };
