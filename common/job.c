@@ -9,6 +9,7 @@
  * msgpack, Redis's Lua cmsgpack) choose the narrowest encoding. */
 #include "job.h"
 
+#include <float.h>
 #include <math.h>
 #include <msgpack.h>
 #include <stdlib.h>
@@ -278,6 +279,15 @@ static int read_num(const msgpack_object *o, const char *field, double *out, lq_
     return 0;
 }
 
+/* A number stored as a float (logprobs): it must fit one, or it would come back as infinity. */
+static int read_float(const msgpack_object *o, const char *field, float *out, lq_error *err) {
+    double d;
+    if (read_num(o, field, &d, err)) return -1;
+    if (fabs(d) > FLT_MAX) return lq_fail(err, "field '%s' is out of the range of a float", field);
+    *out = (float)d;
+    return 0;
+}
+
 static int read_bool(const msgpack_object *o, const char *field, int *out, lq_error *err) {
     if (o->type != MSGPACK_OBJECT_BOOLEAN) return lq_fail(err, "field '%s' must be a boolean", field);
     *out = o->via.boolean ? 1 : 0;
@@ -368,10 +378,73 @@ static int read_params(const msgpack_object *o, lq_job_params *p, lq_error *err)
     return 0;
 }
 
+static uint64_t read_be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v << 8 | p[i];
+    return v;
+}
+
+/* Bytes after a msgpack type byte: the length field's size (lenbytes), the
+ * fixed payload (fixed), and whether the element count makes children
+ * (mult: 1 for arrays, 2 for maps). Returns 0 for the never-used byte 0xc1. */
+static int header_shape(unsigned c, int *lenbytes, int *fixed, int *mult, uint64_t *inline_n) {
+    *lenbytes = *fixed = *mult = 0;
+    *inline_n = 0;
+    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) return 1;
+    if (c <= 0x8f) return *mult = 2, *inline_n = c & 0x0f, 1;
+    if (c <= 0x9f) return *mult = 1, *inline_n = c & 0x0f, 1;
+    if (c <= 0xbf) return *fixed = (int)(c & 0x1f), 1;
+    switch (c) {
+    case 0xc4: case 0xd9: *lenbytes = 1; return 1;  /* bin8, str8 */
+    case 0xc5: case 0xda: *lenbytes = 2; return 1;  /* bin16, str16 */
+    case 0xc6: case 0xdb: *lenbytes = 4; return 1;  /* bin32, str32 */
+    case 0xc7: *lenbytes = 1, *fixed = 1; return 1; /* ext8: type byte after the length */
+    case 0xc8: *lenbytes = 2, *fixed = 1; return 1;
+    case 0xc9: *lenbytes = 4, *fixed = 1; return 1;
+    case 0xca: case 0xce: case 0xd2: *fixed = 4; return 1;
+    case 0xcb: case 0xcf: case 0xd3: *fixed = 8; return 1;
+    case 0xcc: case 0xd0: *fixed = 1; return 1;
+    case 0xcd: case 0xd1: *fixed = 2; return 1;
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: *fixed = 1 + (1 << (c - 0xd4)); return 1; /* fixext */
+    case 0xdc: *lenbytes = 2, *mult = 1; return 1;
+    case 0xdd: *lenbytes = 4, *mult = 1; return 1;
+    case 0xde: *lenbytes = 2, *mult = 2; return 1;
+    case 0xdf: *lenbytes = 4, *mult = 2; return 1;
+    }
+    return 0;
+}
+
+/* msgpack-c allocates for an array's or map's declared size before it reads
+ * the elements, so a few bytes claiming 2^32 elements would make it ask for
+ * gigabytes. Every element takes at least one byte: walk the first document's
+ * headers (no recursion, no allocation) and refuse one whose declared
+ * elements or lengths exceed the bytes it has. */
+static int sizes_fit(const unsigned char *p, size_t len) {
+    size_t pos = 0;
+    uint64_t pending = 1; /* elements still to read */
+    while (pending > 0) {
+        if (pos >= len) return 0;
+        int lenbytes, fixed, mult;
+        uint64_t n;
+        if (!header_shape(p[pos++], &lenbytes, &fixed, &mult, &n)) return 0;
+        pending--;
+        if ((size_t)lenbytes > len - pos) return 0;
+        if (lenbytes) n = read_be(p + pos, lenbytes);
+        pos += (size_t)lenbytes;
+        uint64_t payload = (uint64_t)fixed + (mult ? 0 : n);
+        if (payload > len - pos) return 0;
+        pos += (size_t)payload;
+        pending += mult ? n * (uint64_t)mult : 0;
+        if (pending > len - pos) return 0;
+    }
+    return 1;
+}
+
 /* Unpacks one whole msgpack map; trailing bytes are an error. */
 static int unpack_map(const void *data, size_t len, msgpack_unpacked *u, const char *what, lq_error *err) {
     size_t off = 0;
     msgpack_unpacked_init(u);
+    if (!sizes_fit(data, len)) return lq_fail(err, "%s is not valid msgpack (truncated, or sizes beyond its end)", what);
     msgpack_unpack_return r = msgpack_unpack_next(u, data, len, &off);
     if (r != MSGPACK_UNPACK_SUCCESS && r != MSGPACK_UNPACK_EXTRA_BYTES)
         return lq_fail(err, "%s is not valid msgpack", what);
@@ -470,12 +543,11 @@ static int read_triple(const msgpack_object *o, const char *field, int32_t *id, 
         return lq_fail(err, "field '%s' must hold [id, logprob, text] triples", field);
     const msgpack_object *a = o->via.array.ptr;
     int64_t v;
-    double d = 0;
     if (read_int(&a[0], field, 0, INT32_MAX, &v, err)) return -1;
     *id = (int32_t)v;
     *has_lp = a[1].type != MSGPACK_OBJECT_NIL;
-    if (*has_lp && read_num(&a[1], field, &d, err)) return -1;
-    *lp = (float)d;
+    *lp = 0;
+    if (*has_lp && read_float(&a[1], field, lp, err)) return -1;
     size_t text_len;
     return read_str(&a[2], field, text, &text_len, err);
 }
@@ -515,7 +587,6 @@ static int read_type(const msgpack_object *v, lq_event *e, lq_error *err) {
 
 static int read_event_field(const msgpack_object *k, const msgpack_object *v, lq_event *e, lq_error *err) {
     int64_t i;
-    double d;
     if (key_is(k, "v")) return check_version(v, "event", err);
     if (key_is(k, "type")) return read_type(v, e, err);
     if (key_is(k, "job")) return read_str(v, "job", &e->job, NULL, err);
@@ -531,11 +602,7 @@ static int read_event_field(const msgpack_object *k, const msgpack_object *v, lq
         e->has_seed = 1;
         return read_u64(v, "seed", &e->seed, err);
     }
-    if (key_is(k, "logprob")) {
-        if (read_num(v, "logprob", &d, err)) return -1;
-        e->logprob = (float)d;
-        return 0;
-    }
+    if (key_is(k, "logprob")) return read_float(v, "logprob", &e->logprob, err);
     if (key_is(k, "queue_ms")) return read_int(v, "queue_ms", 0, INT64_MAX, &e->queue_ms, err);
     if (key_is(k, "run_ms")) return read_int(v, "run_ms", 0, INT64_MAX, &e->run_ms, err);
     int *dst = key_is(k, "index") ? &e->index
