@@ -17,7 +17,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 WARN     = -std=gnu11 -Wall -Wextra -Werror
-INCLUDES = -Icommon -Ikernels -Iworker -Igateway
+INCLUDES = -Icommon -Ikernels -Iworker -Igateway -Iops
 CFLAGS  ?= -O2 -g
 CFLAGS  += $(WARN) -D_GNU_SOURCE $(INCLUDES) $(PKG_CFLAGS) -MMD -MP
 LDLIBS   = $(PKG_LIBS) -lm -lpthread
@@ -33,6 +33,9 @@ ENGINE_SRC = $(wildcard kernels/cpu/*.c) $(filter-out worker/main.c,$(wildcard w
 # The gateway's modules (HTTP routes, validation, chat templates); main.c is its entry point.
 GATEWAY_SRC = $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 CLI_SRC    = $(wildcard cli/*.c)
+# Launcher pieces shared by bin/lorq (serve) and lorq-autoscaler; autoscaler.c is its entry point.
+OPS_SRC    = $(filter-out ops/autoscaler.c,$(wildcard ops/*.c))
+OPS_OBJ    = $(OPS_SRC:%.c=$(B)/%.o)
 UNIT_SRC   = $(wildcard tests/unit/test_*.c)
 FUZZ_SRC   = $(wildcard tests/fuzz/fuzz_*.c)
 
@@ -55,11 +58,11 @@ PYTEST_ARGS ?=
 # Keep every object: sanitizer and fuzz objects are otherwise deleted as intermediates.
 .SECONDARY:
 
-.PHONY: all setup test unit-test py-test fuzz-build fuzz fuzz-smoke bench-cpu clean
-PROGRAMS = $(BIN)/lorq $(if $(wildcard worker/main.c),$(BIN)/lorq-worker) $(if $(wildcard gateway/main.c),$(BIN)/lorq-gateway)
+.PHONY: all setup test unit-test py-test fuzz-build fuzz fuzz-smoke bench-cpu clean run
+PROGRAMS = $(BIN)/lorq $(if $(wildcard worker/main.c),$(BIN)/lorq-worker) $(if $(wildcard gateway/main.c),$(BIN)/lorq-gateway) $(if $(wildcard ops/autoscaler.c),$(BIN)/lorq-autoscaler)
 all: $(PROGRAMS)
 
-$(BIN)/lorq: $(CLI_OBJ) $(B)/libengine.a $(B)/libcommon.a
+$(BIN)/lorq: $(CLI_OBJ) $(B)/libops.a $(B)/libengine.a $(B)/libcommon.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -70,6 +73,14 @@ $(BIN)/lorq-worker: $(B)/worker/main.o $(B)/libengine.a $(B)/libcommon.a
 $(BIN)/lorq-gateway: $(B)/gateway/main.o $(B)/libgateway.a $(B)/libcommon.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/lorq-autoscaler: $(B)/ops/autoscaler.o $(B)/libops.a $(B)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/libops.a: $(OPS_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
 
 $(B)/libgateway.a: $(GATEWAY_OBJ)
 	@rm -f $@
@@ -145,6 +156,11 @@ test: setup
 bench-cpu: setup
 	@$(MAKE) --no-print-directory all
 	$(BIN)/lorq bench --model models/SmolLM2-135M-Instruct
+
+# Start Redis, the gateway and workers on the bundled model (Ctrl-C stops them).
+run: setup
+	@$(MAKE) --no-print-directory all
+	$(BIN)/lorq serve $(SERVE_ARGS)
 
 clean:
 	rm -rf build bin
