@@ -102,17 +102,16 @@ static int stop_matched(const lq_generation *g, size_t added) {
     return 0;
 }
 
-int lq_generation_next(lq_generation *g, float *logits, lq_token_choice *choice, const char **piece,
-                       size_t *piece_len, lq_error *err) {
-    lq_sampler_next(g->sampler, logits, choice);
-    g->tokens[g->n_tokens++] = choice->id;
+/* Appends a chosen token: text stream, stop sequence, EOS and length checks. */
+static int accept_token(lq_generation *g, int32_t id, const char **piece, size_t *piece_len, lq_error *err) {
+    g->tokens[g->n_tokens++] = id;
     size_t start = g->text_len, n;
     const char *t;
-    if (tok_stream_push(g->stream, choice->id, &t, &n, err) != 0 || append_text(g, t, n) != 0)
+    if (tok_stream_push(g->stream, id, &t, &n, err) != 0 || append_text(g, t, n) != 0)
         return lq_fail(err, "out of memory");
     int generated = g->n_tokens - g->n_prompt;
     if (stop_matched(g, g->text_len - start)) g->finish = LQ_FINISH_STOP_SEQUENCE;
-    else if (!g->params.ignore_eos && is_eos(g, choice->id)) g->finish = LQ_FINISH_EOS;
+    else if (!g->params.ignore_eos && is_eos(g, id)) g->finish = LQ_FINISH_EOS;
     else if (generated >= g->params.max_new_tokens) g->finish = LQ_FINISH_LENGTH;
     if (g->finish != LQ_FINISH_NONE) {
         if (tok_stream_flush(g->stream, &t, &n, err) != 0 || append_text(g, t, n) != 0)
@@ -121,4 +120,18 @@ int lq_generation_next(lq_generation *g, float *logits, lq_token_choice *choice,
     *piece = g->text + start;
     *piece_len = g->text_len - start;
     return 0;
+}
+
+int lq_generation_next(lq_generation *g, float *logits, lq_token_choice *choice, const char **piece,
+                       size_t *piece_len, lq_error *err) {
+    lq_sampler_next(g->sampler, logits, choice);
+    return accept_token(g, choice->id, piece, piece_len, err);
+}
+
+int lq_generation_force(lq_generation *g, int32_t id, const char **piece, size_t *piece_len, lq_error *err) {
+    if (g->finish != LQ_FINISH_NONE || g->n_tokens >= g->cap)
+        return lq_fail(err, "the generation is already over; token %d cannot be appended", id);
+    if (id < 0 || id >= g->model->cfg.vocab_size) return lq_fail(err, "token id %d is out of the vocabulary", id);
+    lq_sampler_force(g->sampler, id);
+    return accept_token(g, id, piece, piece_len, err);
 }

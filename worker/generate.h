@@ -66,4 +66,13 @@ int lq_generation_pending(const lq_generation *g);
 int lq_generation_next(lq_generation *g, float *logits, lq_token_choice *choice, const char **piece,
                        size_t *piece_len, lq_error *err);
 
+/* Appends id as if it had been sampled (resuming from tokens an earlier
+ * attempt delivered): it enters the sampler's history (lq_sampler_force), the
+ * text stream and the stop checks exactly as a sampled token would, and may
+ * finish the generation. The K/V of forced tokens are not in the cache yet:
+ * they are prefilled with the prompt (lq_generation_pending counts them).
+ * *piece / *piece_len as for lq_generation_next. Returns 0, or -1 with err set
+ * (out of memory, or the generation is already over). */
+int lq_generation_force(lq_generation *g, int32_t id, const char **piece, size_t *piece_len, lq_error *err);
+
 #endif

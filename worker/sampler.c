@@ -120,6 +120,11 @@ void lq_sampler_free(lq_sampler *s) {
     free(s);
 }
 
+static void record_generated(lq_sampler *s, int32_t id) {
+    touch(s, id);
+    s->gen_count[id]++;
+}
+
 /* ---------- processors ---------- */
 
 static void apply_penalties(lq_sampler *s, float *logits) {
@@ -279,6 +284,10 @@ void lq_sampler_next(lq_sampler *s, float *logits, lq_token_choice *out) {
     }
     out->id = id;
     out->logprob = logits[id] - lse;
-    touch(s, id);
-    s->gen_count[id]++;
+    record_generated(s, id);
+}
+
+void lq_sampler_force(lq_sampler *s, int32_t id) {
+    if (s->p.do_sample) (void)next_u64(s->rng); /* draw() takes exactly one number per token */
+    if (id >= 0 && id < s->vocab) record_generated(s, id);
 }

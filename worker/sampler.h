@@ -49,5 +49,11 @@ lq_sampler *lq_sampler_new(const lq_sampling *p, int vocab_size, const int32_t *
 void lq_sampler_free(lq_sampler *s);
 /* Chooses a token from logits (modified in place) and records it as generated. */
 void lq_sampler_next(lq_sampler *s, float *logits, lq_token_choice *out);
+/* Records id as generated without choosing it (resuming a generation from
+ * tokens an earlier attempt delivered): the penalties' history counts it, and
+ * when sampling the generator advances by exactly the one draw lq_sampler_next
+ * would have made, so the tokens after it are the ones an uninterrupted run
+ * gives. */
+void lq_sampler_force(lq_sampler *s, int32_t id);
 
 #endif
