@@ -190,6 +190,21 @@ static uint64_t random_seed(void) {
     return (uint64_t)ts.tv_sec * 1000000007ull ^ (uint64_t)ts.tv_nsec;
 }
 
+/* The seed of a sampling job that brings none. It is drawn from the job id
+ * (FNV-1a, then a splitmix64 finalizer), whose random part the gateway drew:
+ * as unpredictable across jobs as a fresh random number, and the same on every
+ * attempt, so a worker resuming a crashed attempt draws the numbers the first
+ * worker would have drawn (the seed it reported died with it). Without an id,
+ * the kernel's random source. */
+static uint64_t default_seed(const char *job_id) {
+    if (!job_id || !job_id[0]) return random_seed();
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)job_id; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
+}
+
 /* ---------- configuration and lifetime ---------- */
 
 lq_sched_config lq_sched_config_default(void) {
@@ -556,7 +571,8 @@ static int copy_job(lq_job *d, const lq_job *j) {
     return 0;
 }
 
-static lq_sampling sampling_of(const lq_job_params *p) {
+static lq_sampling sampling_of(const lq_job *j) {
+    const lq_job_params *p = &j->params;
     lq_sampling sp = lq_sampling_default();
     sp.do_sample = p->do_sample;
     sp.temperature = (float)p->temperature;
@@ -567,7 +583,7 @@ static lq_sampling sampling_of(const lq_job_params *p) {
     sp.frequency_penalty = (float)p->frequency_penalty;
     sp.presence_penalty = (float)p->presence_penalty;
     sp.top_n_tokens = p->top_n_tokens;
-    sp.seed = p->has_seed ? p->seed : p->do_sample ? random_seed() : 0;
+    sp.seed = p->has_seed ? p->seed : p->do_sample ? default_seed(j->id) : 0;
     return sp;
 }
 
@@ -664,7 +680,7 @@ int lq_scheduler_submit(lq_scheduler *s, const lq_job *job, const int32_t *resum
     j->seq = s->n_submitted++;
     j->state = JOB_ENDING;
     const char *type;
-    lq_sampling sp = sampling_of(&j->job.params);
+    lq_sampling sp = sampling_of(job);
     char *why = validate(s, job, &sp, resume, n_resume, &type); /* the original: the copy trims what is too long */
     lq_error gerr;
     if (!why && start_generation(s, j, &sp, resume, n_resume, &gerr) != 0) {
