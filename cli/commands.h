@@ -11,5 +11,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_submit(int argc, char **argv);
 int cmd_download(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_loadgen(int argc, char **argv);
 
 #endif

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "generate --model DIR --prompt TEXT [--max-new-tokens N] [sampling flags]   stream a completion"},
     {"submit", cmd_submit, "submit --adapter ID --prompt TEXT [--stream] [--json] [flags]   enqueue a job on Redis and print its tokens"},
     {"inspect", cmd_inspect, "inspect [--json] FILE.safetensors|MODEL_DIR   list and validate tensors"},
+    {"loadgen", cmd_loadgen, "loadgen --adapter ID=steady:RATE ... --duration S|--requests N [--config FILE]   bursty multi-tenant load, JSON report and plots"},
     {"serve", cmd_serve, "serve [--workers N | --autoscale MIN:MAX] [--port N] [--model DIR] [--lora-adapters LIST]   run Redis, gateway and workers"},
     {"tokenize", cmd_tokenize, "tokenize --model DIR [--decode] [--no-special] TEXT|IDS   text <-> token ids"},
 };
