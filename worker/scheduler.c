@@ -716,11 +716,9 @@ int lq_scheduler_running(const lq_scheduler *s) {
     return n;
 }
 
-/* Jobs it would take without waiting: the free places under max_running, and
- * as many "typical" jobs (the mean KV need of the last RECENT_JOBS submitted,
- * or max_batch_prefill_tokens + 256 tokens before any) as the free KV blocks
- * left after the waiting jobs hold. An idle scheduler always takes one job, so
- * a worker never stops reading because its estimate is too big. */
+/* Free places under max_running, bounded by the typical jobs (the mean of the
+ * recent ones: it tracks the traffic, where a worst case would leave the pool
+ * idle) that fit in the KV blocks the waiting jobs leave free. */
 int lq_scheduler_free_slots(const lq_scheduler *s) {
     int slots = s->cfg.max_running - s->n_running - s->n_waiting;
     long free_blocks = s->kv->n_free;
@@ -787,7 +785,8 @@ static pin_result pin_adapter(lq_scheduler *s, sjob *j) {
     adapter_entry *a = &s->adapters[j->adapter];
     if (j->adapter == 0) return PIN_OK;
     size_t budget = s->cfg.adapter_budget_bytes;
-    if (budget && a->bytes && a->bytes <= budget && a->n_running == 0 && pinned_bytes(s) + a->bytes > budget)
+    if (budget && a->bytes && a->bytes <= budget && a->n_running == 0 && !lq_scheduler_is_resident(s, a->name) &&
+        pinned_bytes(s) + a->bytes > budget)
         return PIN_WAIT;
     lq_error err;
     j->lora = lq_registry_acquire(s->registry, a->name, a->dir, &err);

@@ -385,7 +385,7 @@ static void test_mixed_equals_solo_small_budget(void **state) {
     spec sp[5];
     int n = 0;
     for (int i = 0; i < 4; i++) {
-        sp[n] = make_spec(i == 2 ? "" : ADAPTERS[i % N_ADAPTERS], encode(TEXTS[i + 2]), 3);
+        sp[n] = make_spec(i == 2 ? "" : ADAPTERS[i % N_ADAPTERS], encode(TEXTS[i + 2]), 2);
         sp[n++].submit_step = i;
     }
     sp[n++] = make_spec("r8-qv", long_prompt(98), 2);
@@ -460,6 +460,44 @@ static void test_kv_exhaustion_waits(void **state) {
     lq_scheduler_free(s);
     outcome_free(o, N), outcome_free(solo, N);
     free_prompts(sp, N);
+}
+
+/* An adapter budget that holds one of two adapters: the second adapter's job
+ * waits for the first one's to finish (and its adapter to be evicted) instead
+ * of failing. */
+static void test_adapter_budget_waits(void **state) {
+    (void)state;
+    lq_error err;
+    size_t bytes[2];
+    const char *names[2] = {"r8-qv", "r16-attn-rslora"};
+    for (int i = 0; i < 2; i++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, ADAPTER_DIR "%s", names[i]);
+        lq_lora *l = lq_lora_load(dir, names[i], F.model, &err);
+        assert_non_null(l);
+        bytes[i] = l->bytes;
+        lq_lora_free(l);
+    }
+    lq_sched_config c = small_config(512, 1024, 8);
+    c.adapter_budget_bytes = (bytes[0] > bytes[1] ? bytes[0] : bytes[1]) + bytes[0] / 2;
+    lq_scheduler *s = lq_scheduler_new(F.model, F.tok, &c, &err);
+    assert_non_null(s);
+    for (int i = 0; i < 2; i++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, ADAPTER_DIR "%s", names[i]);
+        assert_int_equal(lq_scheduler_add_adapter(s, names[i], dir, 1, &err), 0); /* sizes known from here on */
+    }
+    assert_true(lq_scheduler_is_resident(s, names[1]) && !lq_scheduler_is_resident(s, names[0]));
+    spec sp[2] = {make_spec(names[0], encode(TEXTS[0]), 3), make_spec(names[1], encode(TEXTS[1]), 3)};
+    outcome o[2];
+    outcome_init(o, 2);
+    run_all(s, sp, o, 2);
+    for (int i = 0; i < 2; i++) assert_string_not_equal(o[i].end.finish_reason, "error");
+    assert_true(o[1].first_step > o[0].end_step); /* it waited for the room */
+    assert_string_equal(lq_scheduler_resident_list(s), names[1]);
+    lq_scheduler_free(s);
+    outcome_free(o, 2);
+    free_prompts(sp, 2);
 }
 
 /* ---------- errors ---------- */
@@ -770,6 +808,7 @@ int main(void) {
         cmocka_unit_test(test_mixed_equals_solo_small_budget),
         cmocka_unit_test(test_fair_across_adapters),
         cmocka_unit_test(test_kv_exhaustion_waits),
+        cmocka_unit_test(test_adapter_budget_waits),
         cmocka_unit_test(test_invalid_jobs),
         cmocka_unit_test(test_bad_adapter_folder),
         cmocka_unit_test(test_deadline),
