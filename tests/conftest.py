@@ -122,3 +122,9 @@ def redis_server(tmp_path):
     server = RedisServer(d).start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="session")
+def bin_dir(lorq_bin):
+    """The folder of the built binaries (bin/, or bin-*/ through LORQ_BIN)."""
+    return pathlib.Path(lorq_bin).resolve().parent
