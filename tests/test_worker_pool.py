@@ -319,6 +319,38 @@ def test_300_jobs_6_adapters_2_workers_match_solo_runs(pool, queue, reference):
     print(f"300 jobs x {n_new} tokens over {len(ALL_ADAPTERS)} queues: {elapsed:.1f} s, per worker {dict(by_worker)}")
 
 
+def finished_ms(queue, jid):
+    return int(queue.record(jid)["finished_ms"])
+
+
+def started_ms(queue, jid):
+    return int(queue.record(jid)["started_ms"])
+
+
+def test_fair_across_adapters(pool, queue, reference):
+    """A flood on one adapter does not starve a quiet one: COUNT is shared among the streams."""
+    prompt = reference.tokenize(PROMPTS[0])
+    flood = [queue.submit(prompt, "team/a1", max_new_tokens=12) for _ in range(12)]
+    quiet = queue.submit(prompt, "team/a2", max_new_tokens=12)
+    pool.start("w1", MAX_RUNNING=2)
+    queue.wait(flood + [quiet], timeout=120)
+    done_before = sum(finished_ms(queue, j) < finished_ms(queue, quiet) for j in flood)
+    assert done_before <= 2, f"{done_before} flood jobs finished before the quiet adapter's one"
+
+
+def test_resident_adapters_first_when_capacity_is_short(pool, queue, reference):
+    """With one free slot and several queues, the adapter already loaded is read first."""
+    prompt = reference.tokenize(PROMPTS[0])
+    pool.start("w1", MAX_RUNNING=1)
+    warm = queue.submit(prompt, "team/a1", max_new_tokens=40)  # loads team/a1, keeps the only slot busy
+    queue.wait_logged(lambda: queue.r.llen(f"{PREFIX}log:{warm}") >= 2, timeout=60)
+    cold = queue.submit(prompt, "team/a3", max_new_tokens=4)  # first in, but its adapter is not loaded
+    hot = queue.submit(prompt, "team/a1", max_new_tokens=4)
+    queue.wait([warm, cold, hot], timeout=60)
+    assert started_ms(queue, hot) < started_ms(queue, cold)
+    assert started_ms(queue, cold) >= finished_ms(queue, hot) - 5  # one at a time
+
+
 def running_jobs_of(queue, jids, worker, min_tokens):
     return [j for j in jids if queue.record(j).get("worker") == worker.encode() and queue.status(j) == "running"
             and queue.r.llen(f"{PREFIX}log:{j}") >= min_tokens]

@@ -1003,11 +1003,14 @@ static void housekeeping(lq_queue *q) {
 
 /* ---- the loop ---- */
 
-static int reconnect(lq_queue *q, volatile sig_atomic_t *quit) {
+/* Connects again, with backoff. Gives up only on quit, or on drain when
+ * nothing is running (then there is nothing left to deliver). */
+static int reconnect(lq_queue *q, volatile sig_atomic_t *drain, volatile sig_atomic_t *quit) {
     lq_error err;
     const char *again = q->connected_once ? "re" : "";
+    int idle = !q->jobs && lq_scheduler_running(q->s) == 0;
     if (q->connected_once) lq_log("redis %s is unreachable; reconnecting", lq_redis_url_text(q->r));
-    if (lq_redis_connect_retry(q->r, quit, log_line, &err)) return -1;
+    if (lq_redis_connect_retry(q->r, idle ? drain : quit, log_line, &err)) return -1;
     lq_log("%sconnected to redis %s", again, lq_redis_url_text(q->r));
     q->connected_once = 1;
     /* Catch up at once: our entries first (they have been idle), then the rest. */
@@ -1027,7 +1030,7 @@ static void remove_heartbeat(lq_queue *q) {
 
 int lq_queue_run(lq_queue *q, volatile sig_atomic_t *drain, volatile sig_atomic_t *quit, lq_error *err) {
     while (!*quit) {
-        if (!lq_redis_up(q->r) && reconnect(q, quit)) break;
+        if (!lq_redis_up(q->r) && reconnect(q, drain, quit)) break;
         if (deliver(q)) continue;
         if (*drain && !q->draining) {
             q->draining = 1;
