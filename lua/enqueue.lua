@@ -1,10 +1,12 @@
 -- enqueue: put a job on its adapter's stream, atomically with its status record.
 -- KEYS: job record, stream, queues set
 -- ARGV: id, adapter, tenant, job msgpack, max queue length (0: none), now_ms, expire_ms, group
+--       [, request: the gateway's response options (JSON, opaque here), stored in the record]
 -- Reply: {"ok", entry} | {"exists"} | {"full", length}
 local job, stream, queues = KEYS[1], KEYS[2], KEYS[3]
 local id, adapter, tenant, body = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_len, now, expire_ms, group = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local request = ARGV[9]
 
 if redis.call('EXISTS', job) == 1 then return {'exists'} end
 if redis.call('EXISTS', stream) == 0 then
@@ -17,6 +19,7 @@ end
 local entry = redis.call('XADD', stream, '*', 'id', id, 'job', body)
 redis.call('HSET', job, 'status', 'queued', 'adapter', adapter, 'tenant', tenant, 'stream', stream,
            'entry', entry, 'attempts', 0, 'created_ms', now)
+if request and request ~= '' then redis.call('HSET', job, 'request', request) end
 redis.call('PEXPIRE', job, expire_ms)
 redis.call('SADD', queues, stream)
 return {'ok', entry}
