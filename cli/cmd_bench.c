@@ -10,6 +10,8 @@
  *   prefill            tokens/s of one 512-token prompt
  *   decode             aggregate tokens/s at batch 1, 8 and 32 (each
  *                      sequence holding a 128-token context)
+ *   LoRA decode        batch 32 with 1, 4 and 32 distinct adapters, timed in
+ *                      turns with the batch-32 base so their ratios hold
  *
  * Each timing is the median of several repetitions: this machine is shared
  * and noisy, so single runs mean little. */
@@ -108,35 +110,43 @@ static double time_prefill(bench *b, int n_tokens, lq_error *err) {
     return ok ? n_tokens / median(t, REPS) : -1.0;
 }
 
-/* Aggregate decode tokens/s of `batch` sequences, each with CONTEXT tokens already cached;
- * sequence i uses adapters[i * n_adapters / batch], so sequences sharing an adapter are
- * neighbours as the scheduler arranges them (no adapters: the base model). */
-static double time_decode(bench *b, int batch, lq_lora **adapters, int n_adapters, lq_error *err) {
+/* Aggregate decode tokens/s of `batch` sequences, each with CONTEXT tokens already cached,
+ * for each of n_mix adapter mixes: in mix c, sequence i uses adapters[i * n_distinct[c] /
+ * batch], so sequences sharing an adapter are neighbours as the scheduler arranges them
+ * (n_distinct[c] == 0: the base model). The mixes are timed in turns — a repetition of
+ * each, then the next repetition — so that load from other processes on a shared
+ * machine falls on all of them alike and their ratios hold. Every repetition decodes
+ * positions CONTEXT .. CONTEXT + DECODE_STEPS - 1 again, so all do the same work. */
+static int time_decode(bench *b, int batch, lq_lora **adapters, const int *n_distinct, int n_mix, double *tok_s,
+                       lq_error *err) {
     unsigned seed = 2;
     lq_kv_seq *seqs = calloc((size_t)batch, sizeof *seqs);
     lq_step_seq *step = calloc((size_t)batch, sizeof *step);
     int32_t *ctx = random_ids(CONTEXT, b->m->cfg.vocab_size, &seed);
     int32_t *next = random_ids(batch, b->m->cfg.vocab_size, &seed);
+    double *t = calloc((size_t)n_mix * REPS, sizeof *t);
     int ok = 1;
-    /* Prefill every sequence's context, a few sequences per step. */
+    /* Prefill every sequence's context, one sequence per step. */
     for (int i = 0; i < batch && ok; i++) {
-        ok = lq_kv_reserve(b->kv, &seqs[i], CONTEXT + DECODE_STEPS * REPS) == 0;
-        lq_step_seq s = {ctx, CONTEXT, 0, seqs[i].table, 0, adapters ? adapters[i * n_adapters / batch] : NULL};
+        ok = lq_kv_reserve(b->kv, &seqs[i], CONTEXT + DECODE_STEPS) == 0;
+        lq_step_seq s = {ctx, CONTEXT, 0, seqs[i].table, 0, NULL};
         ok = ok && lq_model_step(b->m, b->rs, &b->kv->pool, &s, 1, b->logits, err) == 1;
     }
-    double t[REPS];
-    int pos = CONTEXT;
-    for (int r = 0; r < REPS && ok; r++) {
-        double t0 = lq_now();
-        for (int k = 0; k < DECODE_STEPS && ok; k++, pos++) {
-            for (int i = 0; i < batch; i++) step[i] = (lq_step_seq){&next[i], 1, pos, seqs[i].table, 0, adapters ? adapters[i * n_adapters / batch] : NULL};
-            ok = lq_model_step(b->m, b->rs, &b->kv->pool, step, batch, b->logits, err) == batch;
+    for (int r = 0; r < REPS && ok; r++)
+        for (int c = 0; c < n_mix && ok; c++) {
+            double t0 = lq_now();
+            for (int k = 0; k < DECODE_STEPS && ok; k++) {
+                for (int i = 0; i < batch; i++)
+                    step[i] = (lq_step_seq){&next[i], 1, CONTEXT + k, seqs[i].table, 0,
+                                            n_distinct[c] ? adapters[i * n_distinct[c] / batch] : NULL};
+                ok = lq_model_step(b->m, b->rs, &b->kv->pool, step, batch, b->logits, err) == batch;
+            }
+            t[(size_t)c * REPS + r] = lq_now() - t0;
         }
-        t[r] = lq_now() - t0;
-    }
+    for (int c = 0; c < n_mix; c++) tok_s[c] = ok ? (double)batch * DECODE_STEPS / median(t + (size_t)c * REPS, REPS) : -1.0;
     for (int i = 0; i < batch; i++) lq_kv_release(b->kv, &seqs[i]);
-    free(seqs), free(step), free(ctx), free(next);
-    return ok ? (double)batch * DECODE_STEPS / median(t, REPS) : -1.0;
+    free(seqs), free(step), free(ctx), free(next), free(t);
+    return ok ? 0 : -1;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -164,7 +174,7 @@ int cmd_bench(int argc, char **argv) {
     }
     const lq_model_config *c = &b.m->cfg;
     int n_threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    int blocks = 32 * ((CONTEXT + DECODE_STEPS * REPS) / KV_BLOCK + 1) + 512 / KV_BLOCK + 1;
+    int blocks = 32 * ((CONTEXT + DECODE_STEPS) / KV_BLOCK + 1) + 512 / KV_BLOCK + 1;
     b.kv = lq_kvcache_new(be, c->n_layers, c->n_kv_heads, c->head_dim, blocks, KV_BLOCK, &err);
     b.rs = b.kv ? lq_run_state_new(b.m, 512, 32, &err) : NULL;
     b.logits = malloc((size_t)32 * c->vocab_size * sizeof(float));
@@ -178,17 +188,15 @@ int cmd_bench(int argc, char **argv) {
     double bound = bw * 1e9 / wbytes;
     fprintf(stderr, "prefill...\n");
     double prefill = time_prefill(&b, 512, &err);
-    double dec[3];
-    int batches[3] = {1, 8, 32};
-    for (int i = 0; i < 3; i++) {
-        fprintf(stderr, "decode at batch %d...\n", batches[i]);
-        dec[i] = time_decode(&b, batches[i], NULL, 0, &err);
-    }
-    /* LoRA: batch 32 with 1, 4 and 32 distinct rank-16 adapters on all seven projections. */
+    /* dec: batch 1, 8, 32 on the base model; lora_dec: batch 32 with 1, 4 and 32 distinct
+     * rank-16 adapters on all seven projections, bf16 weights as lq_lora_random makes them
+     * (and PEFT saves adapters trained in bf16), timed in turns with the batch-32 base. */
     enum { N_LORA = 32, LORA_RANK = 16 };
+    double dec[3] = {-1, -1, -1}, mix[4] = {-1, -1, -1, -1}, *lora_dec = mix + 1;
+    int base_only[1] = {0}, mixes[4] = {0, 1, 4, 32}, *n_distinct = mixes + 1;
+    fprintf(stderr, "decode at batch 1 and 8...\n");
+    if (time_decode(&b, 1, NULL, base_only, 1, &dec[0], &err) == 0) time_decode(&b, 8, NULL, base_only, 1, &dec[1], &err);
     lq_lora *adapters[N_LORA];
-    double lora_dec[3];
-    int n_distinct[3] = {1, 4, 32};
     for (int i = 0; i < N_LORA; i++) {
         char name[32];
         snprintf(name, sizeof name, "dummy-%d", i);
@@ -198,10 +206,9 @@ int cmd_bench(int argc, char **argv) {
             return 1;
         }
     }
-    for (int i = 0; i < 3; i++) {
-        fprintf(stderr, "decode at batch 32 with %d adapters...\n", n_distinct[i]);
-        lora_dec[i] = time_decode(&b, 32, adapters, n_distinct[i], &err);
-    }
+    fprintf(stderr, "decode at batch 32, base and 1, 4, 32 adapters in turns...\n");
+    time_decode(&b, 32, adapters, mixes, 4, mix, &err);
+    dec[2] = mix[0];
     if (prefill < 0 || dec[0] < 0 || dec[1] < 0 || dec[2] < 0 || lora_dec[0] < 0 || lora_dec[1] < 0 ||
         lora_dec[2] < 0) {
         fprintf(stderr, "lorq bench: %s\n", err.msg);
@@ -218,9 +225,9 @@ int cmd_bench(int argc, char **argv) {
     printf("| decode, batch 8 | %.1f tok/s (%.1fx batch 1) |\n", dec[1], dec[1] / dec[0]);
     printf("| decode, batch 32 | %.1f tok/s (%.1fx batch 1) |\n", dec[2], dec[2] / dec[0]);
     for (int i = 0; i < 3; i++)
-        printf("| decode, batch 32, %d distinct rank-%d adapters (all 7 projections) | %.1f tok/s (%.1f%% overhead vs "
-               "base) |\n", n_distinct[i], LORA_RANK, lora_dec[i], 100.0 * (dec[2] / lora_dec[i] - 1.0));
-    printf("| one rank-%d adapter's memory | %.1f MB (%.2f%% of the base weights) |\n", LORA_RANK,
+        printf("| decode, batch 32, %d distinct rank-%d bf16 adapters (all 7 projections) | %.1f tok/s (%.1f%% overhead "
+               "vs base) |\n", n_distinct[i], LORA_RANK, lora_dec[i], 100.0 * (dec[2] / lora_dec[i] - 1.0));
+    printf("| one rank-%d bf16 adapter's memory | %.1f MB (%.2f%% of the base weights) |\n", LORA_RANK,
            adapters[0]->bytes / 1e6, 100.0 * (double)adapters[0]->bytes / wbytes);
     for (int i = 0; i < N_LORA; i++) lq_lora_free(adapters[i]);
     free(b.logits);

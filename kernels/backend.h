@@ -53,16 +53,34 @@ typedef struct lq_attn_seq {
 } lq_attn_seq;
 
 /* One segment of a LoRA op: rows [row0, row0 + n_rows) of the step share an
- * adapter whose module for the projection at hand is A [rank][in] and
- * B [out][rank], f32 in backend memory, applied with the given scale. A
- * prefill chunk is one segment of many rows (Punica's SGMV); decode tokens of
- * different adapters are segments of one row each (BGMV). */
+ * adapter whose module for the projection at hand is A [rank][dim_in] and B
+ * [rank][dim_out], in backend memory, applied with the given scale. B is
+ * stored transposed from PEFT's lora_B.weight ([dim_out][rank]) so that the
+ * expand runs along contiguous output columns: a one-row expand is then rank
+ * vector multiply-adds per block of outputs instead of dim_out horizontal
+ * sums (the loader, worker/lora.c, transposes it once). A prefill chunk is one
+ * segment of many rows (Punica's SGMV); decode tokens of different adapters
+ * are segments of one row each (BGMV). */
 typedef struct lq_lora_seg {
     int row0, n_rows;
-    const float *A, *B;
+    const void *A, *B;
+    lq_dtype dtype; /* of A and B: LQ_DTYPE_F32 or LQ_DTYPE_BF16 (widened to f32 in the op) */
     int rank;
     float scale;
 } lq_lora_seg;
+
+/* One projection's share of a lora call: its output y [rows][dim_out], the
+ * segments of rows its adapters adapt, and a scratch t [rows][ldt] in backend
+ * memory (ldt >= every segment's rank) where the op may keep x·Aᵀ; rows are
+ * indexed as in x and y. */
+typedef struct lq_lora_target {
+    float *y;
+    int dim_out;
+    const lq_lora_seg *segs;
+    int n_segs;
+    float *t;
+    int ldt;
+} lq_lora_target;
 
 typedef struct lq_backend lq_backend;
 
@@ -98,13 +116,12 @@ struct lq_backend {
      * grouped-query attention (n_heads / n_kv_heads query heads share a KV head). */
     void (*attention)(lq_backend *b, float *out, const float *q, const lq_kv_pool *kv, int layer,
                       const lq_attn_seq *seqs, int n_seqs, int n_heads, float scale);
-    /* LoRA shrink: t[row][0 .. rank) = x[row] · Aᵀ for every row of every segment
-     * (x rows of length dim_in, t rows of stride ldt). Rows outside segments are untouched. */
-    void (*lora_shrink)(lq_backend *b, float *t, int ldt, const float *x, int dim_in, const lq_lora_seg *segs,
-                        int n_segs);
-    /* LoRA expand: y[row] += scale · t[row][0 .. rank) · Bᵀ (y rows of length dim_out). */
-    void (*lora_expand)(lq_backend *b, float *y, int dim_out, const float *t, int ldt, const lq_lora_seg *segs,
-                        int n_segs);
+    /* LoRA: y[row] += scale · (x[row]·Aᵀ)·B for every row of every segment of every
+     * target (x rows of length dim_in; rows outside a target's segments are untouched).
+     * Targets share x — q, k and v of a layer, or gate and up — so one call covers
+     * them all; their y must not overlap. Each row's result depends only on the row
+     * and its segment's weights, never on the other rows or segments of the call. */
+    void (*lora)(lq_backend *b, const float *x, int dim_in, const lq_lora_target *targets, int n_targets);
     /* dst[i] = src[idx[i]] for rows of length dim (idx in host memory). */
     void (*gather_rows)(lq_backend *b, float *dst, const float *src, const int32_t *idx, int n, int dim);
     /* Waits for queued work (no-op on CPU). */

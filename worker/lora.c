@@ -66,19 +66,26 @@ void lq_lora_free(lq_lora *a) {
     free(a);
 }
 
-/* Copies a tensor, widened to f32, into new backend memory. */
-static float *upload_f32(lq_lora *a, const st_tensor *t) {
-    float *host = malloc(t->numel * sizeof *host);
-    float *dev = a->backend->alloc(a->backend, t->numel * sizeof *dev);
-    if (!host || !dev) {
-        free(host);
+/* Copies a rows × cols matrix from the file into new backend memory as dtype dt,
+ * transposed to cols × rows when `transpose` (for B). */
+static void *upload_weight(lq_lora *a, const st_tensor *t, lq_dtype dt, int transpose) {
+    size_t es = lq_dtype_size(dt), rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
+    unsigned char *conv = malloc(t->numel * es), *host = transpose ? malloc(t->numel * es) : conv;
+    void *dev = a->backend->alloc(a->backend, t->numel * es);
+    if (!conv || !host || !dev) {
+        if (host != conv) free(host);
+        free(conv);
         if (dev) a->backend->free(a->backend, dev);
         return NULL;
     }
-    lq_convert(host, LQ_DTYPE_F32, t->data, t->dtype, t->numel);
-    a->backend->upload(a->backend, dev, host, t->numel * sizeof *dev);
-    free(host);
-    a->bytes += t->numel * sizeof *dev;
+    lq_convert(conv, dt, t->data, t->dtype, t->numel);
+    if (transpose)
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < cols; c++) memcpy(host + (c * rows + r) * es, conv + (r * cols + c) * es, es);
+    a->backend->upload(a->backend, dev, host, t->numel * es);
+    if (host != conv) free(host);
+    free(conv);
+    a->bytes += t->numel * es;
     return dev;
 }
 
@@ -190,8 +197,10 @@ static int bind_module(lq_lora *a, const lq_model *base, const lora_config *c, c
     lq_lora_module *m = &a->mods[(size_t)layer * LQ_PROJ_COUNT + p];
     m->rank = r;
     m->scale = (float)(c->rslora ? alpha / sqrt((double)r) : alpha / r);
-    m->A = upload_f32(a, A);
-    m->B = upload_f32(a, B);
+    /* bf16 stays bf16 (the kernels widen it exactly); anything else is held in f32. */
+    m->dtype = A->dtype == LQ_DTYPE_BF16 && B->dtype == LQ_DTYPE_BF16 ? LQ_DTYPE_BF16 : LQ_DTYPE_F32;
+    m->A = upload_weight(a, A, m->dtype, 0);
+    m->B = upload_weight(a, B, m->dtype, 1);
     if (!m->A || !m->B) return lq_fail(err, "out of memory for %s", mname);
     if (r > a->max_rank) a->max_rank = r;
     (void)st;
@@ -282,28 +291,30 @@ lq_lora *lq_lora_random(const lq_model *base, const char *name, int rank, unsign
             int in, out;
             lq_proj_dims(&base->cfg, (lq_proj)p, &in, &out);
             lq_lora_module *m = &a->mods[(size_t)l * LQ_PROJ_COUNT + p];
-            size_t na = (size_t)rank * in, nb = (size_t)out * rank;
-            float *host = malloc((na > nb ? na : nb) * sizeof *host);
-            m->A = a->backend->alloc(a->backend, na * sizeof(float));
-            m->B = a->backend->alloc(a->backend, nb * sizeof(float));
+            size_t na = (size_t)rank * in, nb = (size_t)out * rank, es = sizeof(uint16_t);
+            uint16_t *host = malloc((na > nb ? na : nb) * es);
+            m->dtype = LQ_DTYPE_BF16;
+            m->A = a->backend->alloc(a->backend, na * es);
+            m->B = a->backend->alloc(a->backend, nb * es);
             if (!host || !m->A || !m->B) {
                 free(host);
                 lq_lora_free(a);
                 lq_fail(err, "out of memory");
                 return NULL;
             }
+            /* B is drawn in the kernel's [rank][out] order directly: the values are random anyway. */
             for (int k = 0; k < 2; k++) {
                 size_t count = k ? nb : na;
                 for (size_t i = 0; i < count; i++) {
                     state = state * 6364136223846793005ul + 1442695040888963407ul;
-                    host[i] = ((float)((state >> 40) & 0xffff) / 65536.0f - 0.5f) * 0.02f;
+                    host[i] = lq_f32_to_bf16(((float)((state >> 40) & 0xffff) / 65536.0f - 0.5f) * 0.02f);
                 }
-                a->backend->upload(a->backend, k ? m->B : m->A, host, count * sizeof(float));
+                a->backend->upload(a->backend, k ? m->B : m->A, host, count * es);
             }
             free(host);
             m->rank = rank;
             m->scale = 2.0f;
-            a->bytes += (na + nb) * sizeof(float);
+            a->bytes += (na + nb) * es;
         }
     a->max_rank = rank;
     return a;

@@ -2,12 +2,17 @@
  *
  * An adapter is a folder with adapter_config.json and adapter_model.safetensors
  * as PEFT's save_pretrained writes them. For each (layer, projection) it
- * adapts, it holds A [r][in] and B [out][r] in f32 backend memory and the
- * scale: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora, where r and
+ * adapts, it holds A [r][in] and B transposed, [r][out] (kernels/backend.h says
+ * why), in backend memory, and the scale: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora, where r and
  * alpha may come from rank_pattern / alpha_pattern. The model adds
  * scale · B·(A·x) to the projection's output (worker/model.c), computed with
  * the backend's segmented shrink/expand ops: weights are never merged into
  * the base, so any mix of adapters can share a step.
+ *
+ * Weights stay in the file's precision when it is bf16 (widening in the
+ * kernel is exact, and a decode step that applies many adapters is bound by
+ * reading them, so half the bytes is nearly half the time); f32 and f16 files
+ * are held in f32, which represents them exactly. `bytes` is what is held.
  *
  * Loading checks the adapter against the base model — module names, shapes,
  * layer indices — and refuses what lorq cannot apply faithfully (DoRA,
@@ -37,7 +42,8 @@ const char *lq_proj_name(lq_proj p); /* "q_proj", ... */
 typedef struct lq_lora_module {
     int rank; /* 0: this (layer, projection) is not adapted */
     float scale;
-    float *A, *B; /* backend memory, f32: A [rank][in], B [out][rank] */
+    lq_dtype dtype; /* of A and B: LQ_DTYPE_F32 or LQ_DTYPE_BF16 */
+    void *A, *B;    /* backend memory: A [rank][in], B [rank][out] (PEFT's lora_B transposed) */
 } lq_lora_module;
 
 typedef struct lq_lora {
@@ -52,7 +58,8 @@ typedef struct lq_lora {
 lq_lora *lq_lora_load(const char *dir, const char *name, const lq_model *base, lq_error *err);
 
 /* A random adapter (dummy weights, as vLLM's --load-format dummy): rank r on the
- * projections whose bit is set in proj_mask, every layer; for benchmarks. */
+ * projections whose bit is set in proj_mask, every layer, bf16 weights as PEFT
+ * saves an adapter trained in bf16; for benchmarks. */
 lq_lora *lq_lora_random(const lq_model *base, const char *name, int rank, unsigned proj_mask, unsigned long seed,
                         lq_error *err);
 

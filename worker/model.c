@@ -377,6 +377,9 @@ size_t lq_model_weight_bytes(const lq_model *m) {
 
 /* ---------- run state ---------- */
 
+/* Most projections that read the same input and so share one LoRA call (q, k, v). */
+enum { LORA_MAX_TARGETS = 3 };
+
 lq_run_state *lq_run_state_new(const lq_model *m, int max_tokens, int max_seqs, lq_error *err) {
     const lq_model_config *c = &m->cfg;
     lq_backend *b = m->backend;
@@ -402,7 +405,7 @@ lq_run_state *lq_run_state_new(const lq_model *m, int max_tokens, int max_seqs, 
     s->logit_rows = malloc(T * sizeof *s->logit_rows);
     s->attn = malloc((size_t)max_seqs * sizeof *s->attn);
     s->runs = malloc((size_t)max_seqs * sizeof *s->runs);
-    s->segs = malloc((size_t)max_seqs * sizeof *s->segs);
+    s->segs = malloc((size_t)LORA_MAX_TARGETS * (size_t)max_seqs * sizeof *s->segs); /* per projection of a LoRA call */
     if (!s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->logits ||
         !s->ids || !s->pos || !s->slots || !s->logit_rows || !s->attn || !s->runs || !s->segs) {
         lq_run_state_free(m, s);
@@ -468,29 +471,39 @@ static int plan_step(const lq_model *m, lq_run_state *s, const lq_kv_pool *kv, c
     return T;
 }
 
-/* y += scale · B·(A·x) for each run of rows whose adapter adapts this projection. */
-static int add_lora(lq_model *m, lq_run_state *s, int layer, lq_proj p, float *y, const float *x, lq_error *err) {
+/* ys[i] += scale · B·(A·x) for each projection projs[i] (all reading x) and each run of
+ * rows whose adapter adapts it: one backend call for all of them. */
+static int add_lora(lq_model *m, lq_run_state *s, int layer, const float *x, int n_proj, const lq_proj *projs,
+                    float *const *ys, lq_error *err) {
     lq_backend *b = m->backend;
-    int n = 0, rmax = 0, rows = 0;
-    for (int i = 0; i < s->n_runs; i++) {
-        const lq_lora_module *mod = lq_lora_module_at(s->runs[i].adapter, layer, p);
-        if (!mod->rank) continue;
-        s->segs[n++] = (lq_lora_seg){s->runs[i].row0, s->runs[i].n_rows, mod->A, mod->B, mod->rank, mod->scale};
-        if (mod->rank > rmax) rmax = mod->rank;
-        if (s->runs[i].row0 + s->runs[i].n_rows > rows) rows = s->runs[i].row0 + s->runs[i].n_rows;
+    if (s->n_runs == 0) return 0;
+    /* Runs are in row order; the scratch rows are indexed like x's. */
+    size_t rows = (size_t)s->runs[s->n_runs - 1].row0 + (size_t)s->runs[s->n_runs - 1].n_rows, need = 0;
+    lq_lora_target tg[LORA_MAX_TARGETS];
+    int nt = 0, n = 0, in = 0, out;
+    for (int i = 0; i < n_proj; i++) {
+        int first = n, rmax = 0;
+        for (int r = 0; r < s->n_runs; r++) {
+            const lq_lora_module *mod = lq_lora_module_at(s->runs[r].adapter, layer, projs[i]);
+            if (!mod->rank) continue;
+            s->segs[n++] = (lq_lora_seg){s->runs[r].row0, s->runs[r].n_rows, mod->A,    mod->B,
+                                         mod->dtype,      mod->rank,          mod->scale};
+            if (mod->rank > rmax) rmax = mod->rank;
+        }
+        if (n == first) continue;
+        lq_proj_dims(&m->cfg, projs[i], &in, &out);
+        tg[nt++] = (lq_lora_target){ys[i], out, &s->segs[first], n - first, NULL, rmax};
+        need += rows * (size_t)rmax;
     }
-    if (n == 0) return 0;
-    size_t need = (size_t)rows * (size_t)rmax;
+    if (nt == 0) return 0;
     if (s->lora_t_len < need) {
         if (s->lora_t) b->free(b, s->lora_t);
         s->lora_t = b->alloc(b, need * sizeof(float));
         s->lora_t_len = s->lora_t ? need : 0;
         if (!s->lora_t) return lq_fail(err, "out of memory for LoRA activations");
     }
-    int in, out;
-    lq_proj_dims(&m->cfg, p, &in, &out);
-    b->lora_shrink(b, s->lora_t, rmax, x, in, s->segs, n);
-    b->lora_expand(b, y, out, s->lora_t, rmax, s->segs, n);
+    for (int i = 0, off = 0; i < nt; off += (int)rows * tg[i].ldt, i++) tg[i].t = s->lora_t + off;
+    b->lora(b, x, in, tg, nt);
     return 0;
 }
 
@@ -511,25 +524,25 @@ int lq_model_step(lq_model *m, lq_run_state *s, const lq_kv_pool *kv, const lq_s
         b->matmul(b, s->q, s->xb, T, &L->wq, L->bq);
         b->matmul(b, s->k, s->xb, T, &L->wk, L->bk);
         b->matmul(b, s->v, s->xb, T, &L->wv, L->bv);
-        if (add_lora(m, s, l, LQ_PROJ_Q, s->q, s->xb, err) || add_lora(m, s, l, LQ_PROJ_K, s->k, s->xb, err) ||
-            add_lora(m, s, l, LQ_PROJ_V, s->v, s->xb, err))
+        if (add_lora(m, s, l, s->xb, 3, (lq_proj[]){LQ_PROJ_Q, LQ_PROJ_K, LQ_PROJ_V},
+                     (float *[]){s->q, s->k, s->v}, err))
             return -1;
         b->rope(b, s->q, T, c->n_heads, c->head_dim, s->pos, m->inv_freq);
         b->rope(b, s->k, T, c->n_kv_heads, c->head_dim, s->pos, m->inv_freq);
         b->kv_write(b, kv, l, s->k, s->v, s->slots, T);
         b->attention(b, s->att, s->q, kv, l, s->attn, n_seqs, c->n_heads, scale);
         b->matmul(b, s->xb2, s->att, T, &L->wo, L->bo);
-        if (add_lora(m, s, l, LQ_PROJ_O, s->xb2, s->att, err)) return -1;
+        if (add_lora(m, s, l, s->att, 1, (lq_proj[]){LQ_PROJ_O}, (float *[]){s->xb2}, err)) return -1;
         b->add(b, s->x, s->xb2, (size_t)T * c->dim);
         /* feed-forward block: x += Wdown · (silu(Wgate · norm(x)) ⊙ Wup · norm(x)) */
         b->rmsnorm(b, s->xb, s->x, &L->ffn_norm, T, c->dim, c->rms_eps);
         b->matmul(b, s->hb, s->xb, T, &L->w_gate, L->b_gate);
         b->matmul(b, s->hb2, s->xb, T, &L->w_up, L->b_up);
-        if (add_lora(m, s, l, LQ_PROJ_GATE, s->hb, s->xb, err) || add_lora(m, s, l, LQ_PROJ_UP, s->hb2, s->xb, err))
+        if (add_lora(m, s, l, s->xb, 2, (lq_proj[]){LQ_PROJ_GATE, LQ_PROJ_UP}, (float *[]){s->hb, s->hb2}, err))
             return -1;
         b->silu_mul(b, s->hb, s->hb, s->hb2, (size_t)T * c->hidden_dim);
         b->matmul(b, s->xb2, s->hb, T, &L->w_down, L->b_down);
-        if (add_lora(m, s, l, LQ_PROJ_DOWN, s->xb2, s->hb, err)) return -1;
+        if (add_lora(m, s, l, s->hb, 1, (lq_proj[]){LQ_PROJ_DOWN}, (float *[]){s->xb2}, err)) return -1;
         b->add(b, s->x, s->xb2, (size_t)T * c->dim);
     }
     /* logits = lm_head · norm(x), only for the rows that asked */

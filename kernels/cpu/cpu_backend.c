@@ -18,6 +18,8 @@ typedef struct cpu_impl {
     lq_pool *pool;
     float *scratch; /* widened chunk of a bf16/f16 weight for sgemm */
     size_t scratch_len;
+    struct lora_task *lora_tasks; /* the LoRA op's task list, reused across calls */
+    int lora_tasks_cap;
 } cpu_impl;
 
 static cpu_impl *impl_of(lq_backend *b) { return b->impl; }
@@ -194,83 +196,81 @@ static void cpu_matmul(lq_backend *b, float *y, const float *x, int n, const lq_
 
 /* ---------- LoRA: segmented gather matmuls ----------
  *
- * One pool run per op covers every segment: the tasks are (segment, block of
- * output columns) pairs, so 32 one-row decode segments cost one dispatch, not
- * 32. Each task runs the same tile kernel as the base matmul, so a row's LoRA
- * term does not depend on its neighbours either. Expand writes its block into
- * a per-task scratch and adds scale times it to y: tasks own disjoint parts
- * of y, so no locking. */
+ * One pool run per call covers every target and segment: the tasks are
+ * (target, segment, block of up to LORA_TASK_ROWS rows), each doing the shrink
+ * and then the expand of its rows, so x·Aᵀ stays in cache between the two and
+ * q, k and v (or gate and up) cost one dispatch between them, not six. At
+ * batch 32 with 32 distinct adapters that is 96 one-row tasks for q/k/v, which
+ * the two threads take in turn while each streams its own adapter's weights;
+ * with one shared adapter the 32-row segment still splits into tasks. Tasks
+ * own disjoint rows of y and t, so no locking; a row's arithmetic is the row
+ * kernels' (gemm.c), independent of how rows were grouped. */
 
-enum { LORA_COLS_PER_TASK = 64 };
+enum { LORA_TASK_ROWS = 4 };
 
 typedef struct lora_task {
-    int seg, c0, nc;
+    int target, seg, r0, nr; /* rows [r0, r0 + nr) of the segment */
 } lora_task;
 
 typedef struct lora_ctx {
-    float *out;
-    int ld_out;
-    const float *in;
-    int ld_in;
-    const lq_lora_seg *segs;
+    const float *x;
+    int dim_in;
+    const lq_lora_target *targets;
     const lora_task *tasks;
-    int expand;
 } lora_ctx;
 
 static void lora_task_run(void *ctxp, int ti, int thread) {
     (void)thread;
     lora_ctx *c = ctxp;
-    const lora_task *t = &c->tasks[ti];
-    const lq_lora_seg *g = &c->segs[t->seg];
-    const float *x = c->in + (size_t)g->row0 * c->ld_in;
-    if (!c->expand) { /* t = x · Aᵀ, columns c0.. of the rank */
-        lq_cpu_gemm_rows(c->out + (size_t)g->row0 * c->ld_out, c->ld_out, x, c->ld_in, g->n_rows,
-                         g->A + (size_t)t->c0 * c->ld_in, t->c0, t->nc, c->ld_in);
-        return;
-    }
-    /* A few rows at a time so the scratch fits on the stack whatever the segment's length. */
-    enum { ROWS_AT_ONCE = 16 };
-    float tmp[ROWS_AT_ONCE * LORA_COLS_PER_TASK];
-    for (int i0 = 0; i0 < g->n_rows; i0 += ROWS_AT_ONCE) {
-        int nr = g->n_rows - i0 < ROWS_AT_ONCE ? g->n_rows - i0 : ROWS_AT_ONCE;
-        lq_cpu_gemm_rows(tmp, t->nc, x + (size_t)i0 * c->ld_in, c->ld_in, nr, g->B + (size_t)t->c0 * g->rank, 0, t->nc,
-                         g->rank);
-        for (int i = 0; i < nr; i++) {
-            float *y = c->out + (size_t)(g->row0 + i0 + i) * c->ld_out + t->c0;
-            for (int k = 0; k < t->nc; k++) y[k] += g->scale * tmp[i * t->nc + k];
+    const lora_task *k = &c->tasks[ti];
+    const lq_lora_target *tg = &c->targets[k->target];
+    const lq_lora_seg *g = &tg->segs[k->seg];
+    size_t row = (size_t)g->row0 + (size_t)k->r0;
+    float *t = tg->t + row * (size_t)tg->ldt;
+    lq_cpu_lora_shrink(t, tg->ldt, c->x + row * (size_t)c->dim_in, c->dim_in, k->nr, g->A, g->dtype, g->rank,
+                       c->dim_in);
+    lq_cpu_lora_expand(tg->y + row * (size_t)tg->dim_out, tg->dim_out, t, tg->ldt, k->nr, g->B, g->dtype, g->rank,
+                       tg->dim_out, g->scale);
+}
+
+static void cpu_lora(lq_backend *b, const float *x, int dim_in, const lq_lora_target *targets, int n_targets) {
+    cpu_impl *im = impl_of(b);
+    int n_tasks = 0;
+    for (int i = 0; i < n_targets; i++)
+        for (int s = 0; s < targets[i].n_segs; s++)
+            if (targets[i].segs[s].rank > 0)
+                n_tasks += (targets[i].segs[s].n_rows + LORA_TASK_ROWS - 1) / LORA_TASK_ROWS;
+    if (n_tasks == 0) return;
+    lora_task one;
+    lora_ctx c = {x, dim_in, targets, &one};
+    if (im->lora_tasks_cap < n_tasks) { /* grows to the largest step seen, then stays */
+        lora_task *p = realloc(im->lora_tasks, (size_t)n_tasks * sizeof *p);
+        if (p) {
+            im->lora_tasks = p;
+            im->lora_tasks_cap = n_tasks;
         }
     }
-}
-
-static void lora_run(lq_backend *b, lora_ctx *c, const lq_lora_seg *segs, int n_segs, int cols_of_seg_is_rank,
-                     int dim_out) {
-    int n_tasks = 0;
-    for (int s = 0; s < n_segs; s++) {
-        int cols = cols_of_seg_is_rank ? segs[s].rank : dim_out;
-        n_tasks += (cols + LORA_COLS_PER_TASK - 1) / LORA_COLS_PER_TASK;
-    }
-    lora_task *tasks = malloc((size_t)(n_tasks ? n_tasks : 1) * sizeof *tasks);
+    /* Without room for the list (the op has no error path), run the same tasks one by one here. */
+    int serial = im->lora_tasks_cap < n_tasks;
+    lora_task *tasks = im->lora_tasks;
     int t = 0;
-    for (int s = 0; s < n_segs; s++) {
-        int cols = cols_of_seg_is_rank ? segs[s].rank : dim_out;
-        for (int c0 = 0; c0 < cols; c0 += LORA_COLS_PER_TASK)
-            tasks[t++] = (lora_task){s, c0, cols - c0 < LORA_COLS_PER_TASK ? cols - c0 : LORA_COLS_PER_TASK};
-    }
-    c->tasks = tasks;
-    lq_pool_run(impl_of(b)->pool, n_tasks, lora_task_run, c);
-    free(tasks);
-}
-
-static void cpu_lora_shrink(lq_backend *b, float *t, int ldt, const float *x, int dim_in, const lq_lora_seg *segs,
-                            int n_segs) {
-    lora_ctx c = {t, ldt, x, dim_in, segs, NULL, 0};
-    lora_run(b, &c, segs, n_segs, 1, 0);
-}
-
-static void cpu_lora_expand(lq_backend *b, float *y, int dim_out, const float *t, int ldt, const lq_lora_seg *segs,
-                            int n_segs) {
-    lora_ctx c = {y, dim_out, t, ldt, segs, NULL, 1};
-    lora_run(b, &c, segs, n_segs, 0, dim_out);
+    for (int i = 0; i < n_targets; i++)
+        for (int s = 0; s < targets[i].n_segs; s++) {
+            const lq_lora_seg *g = &targets[i].segs[s];
+            if (g->rank <= 0) continue;
+            for (int r0 = 0; r0 < g->n_rows; r0 += LORA_TASK_ROWS) {
+                lora_task k = {i, s, r0, g->n_rows - r0 < LORA_TASK_ROWS ? g->n_rows - r0 : LORA_TASK_ROWS};
+                if (serial) {
+                    one = k;
+                    lora_task_run(&c, 0, 0);
+                } else {
+                    tasks[t++] = k;
+                }
+            }
+        }
+    if (serial) return;
+    c.tasks = tasks;
+    lq_pool_run(im->pool, n_tasks, lora_task_run, &c);
 }
 
 /* ---------- paged KV cache ----------
@@ -382,6 +382,7 @@ static void cpu_destroy(lq_backend *b) {
     cpu_impl *im = impl_of(b);
     lq_pool_free(im->pool);
     free(im->scratch);
+    free(im->lora_tasks);
     free(im);
     free(b);
 }
@@ -412,8 +413,7 @@ lq_backend *lq_backend_cpu_new(int n_threads, lq_error *err) {
         .silu_mul = cpu_silu_mul,
         .kv_write = cpu_kv_write,
         .attention = cpu_attention,
-        .lora_shrink = cpu_lora_shrink,
-        .lora_expand = cpu_lora_expand,
+        .lora = cpu_lora,
         .gather_rows = cpu_gather_rows,
         .sync = cpu_sync,
         .destroy = cpu_destroy,

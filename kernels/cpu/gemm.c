@@ -16,7 +16,8 @@
  * falls never changes its value. bf16/f16
  * weights are widened into a per-thread f32 scratch, 16 rows at a time, then
  * go through the same f32 tile. The vector width follows the CPU (AVX-512,
- * AVX2+FMA, or generic), chosen once at first use. */
+ * AVX2+FMA, or generic), chosen once at first use. The LoRA shrink and expand
+ * row kernels live here too, built on the same vector types and fold. */
 #include "gemm.h"
 
 #include <stdlib.h>
@@ -147,6 +148,120 @@ DEFINE_ATTN_OPS(avx512, v16, 16, AVX512)
 DEFINE_ATTN_OPS(avx2, v8, 8, AVX2)
 DEFINE_ATTN_OPS(generic, v8, 8, )
 
+/* ---------- LoRA row kernels ----------
+ *
+ * Adapter weights are f32 or bf16; bf16 is widened in registers (a bf16 is the
+ * top half of an f32, so widening is a zero-extend and a shift: exact), which
+ * halves the bytes a decode row streams when every row has its own adapter.
+ * As in the tiles above, every (row, output) pair gets the same arithmetic
+ * whatever tile it falls in: shrink sums lanes along the input, folds in the
+ * fixed order, adds the scalar tail; expand sums rank terms in order 0..r-1
+ * per output column, then adds scale times that to y. */
+
+typedef uint16_t v8h __attribute__((vector_size(16), aligned(2)));
+typedef uint16_t v16h __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+
+#define LD_f32(VEC, VECH, VECU, p, j) (*(const VEC *)((p) + (j)))
+#define LD_bf16(VEC, VECH, VECU, p, j) ((VEC)(__builtin_convertvector(*(const VECH *)((p) + (j)), VECU) << 16))
+#define EL_f32(p, j) ((p)[j])
+#define EL_bf16(p, j) lq_bf16_to_f32((p)[j])
+
+enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hide FMA latency at one x row */
+
+/* Shrink for TX x rows: t[a][k] = x[a] · A[k] for k < rank, KT rows of A at a time (a ragged
+ * edge repeats the last row and drops the result). */
+#define DEFINE_LORA_SHRINK(NAME, VEC, VECH, VECU, WIDTH, FOLD, TX, KT, WT, DT, ATTR)                                   \
+    ATTR static void NAME(float *t, int ldt, const float *x, int ldx, const void *A, int rank, int cols) {           \
+        for (int k0 = 0; k0 < rank; k0 += KT) {                                                                      \
+            const WT *ar[KT];                                                                                        \
+            _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++)                                                     \
+                ar[b] = (const WT *)A + (size_t)(k0 + b < rank ? k0 + b : rank - 1) * (size_t)cols;                  \
+            VEC acc[TX][KT];                                                                                         \
+            _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                     \
+                _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) acc[a][b] = (VEC){0};                           \
+            int j = 0;                                                                                               \
+            for (; j + WIDTH <= cols; j += WIDTH) {                                                                  \
+                VEC av[KT], xv[TX];                                                                                  \
+                _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) av[b] = LD_##DT(VEC, VECH, VECU, ar[b], j);     \
+                _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) xv[a] = *(const VEC *)(x + (size_t)a * ldx + j); \
+                _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                 \
+                    _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) acc[a][b] += xv[a] * av[b];                 \
+            }                                                                                                        \
+            for (int a = 0; a < TX; a++)                                                                             \
+                for (int b = 0; b < KT && k0 + b < rank; b++) {                                                      \
+                    float s = FOLD(acc[a][b]);                                                                       \
+                    for (int c = j; c < cols; c++) s += x[(size_t)a * ldx + c] * EL_##DT(ar[b], c);                  \
+                    t[(size_t)a * ldt + k0 + b] = s;                                                                 \
+                }                                                                                                    \
+        }                                                                                                            \
+    }
+
+/* Expand for TX rows: y[a][o] += scale · Σ_k t[a][k] · B[k][o], B [rank][cols]. Four vectors
+ * of outputs per row at a time, so the rank-long sums run as independent chains. */
+#define DEFINE_LORA_EXPAND(NAME, VEC, VECH, VECU, WIDTH, TX, WT, DT, ATTR)                                             \
+    ATTR static void NAME(float *y, int ldy, const float *t, int ldt, const void *Bv, int rank, int cols,            \
+                          float scale) {                                                                             \
+        const WT *B = Bv;                                                                                            \
+        int o = 0;                                                                                                   \
+        for (; o + 4 * WIDTH <= cols; o += 4 * WIDTH) {                                                              \
+            VEC acc[TX][4];                                                                                          \
+            _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                     \
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[a][c] = (VEC){0};                            \
+            for (int k = 0; k < rank; k++) {                                                                         \
+                const WT *br = B + (size_t)k * cols + o;                                                             \
+                VEC bv[4];                                                                                           \
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) bv[c] = LD_##DT(VEC, VECH, VECU, br, c * WIDTH); \
+                _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) {                                               \
+                    float tk = t[(size_t)a * ldt + k];                                                               \
+                    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[a][c] += tk * bv[c];                     \
+                }                                                                                                    \
+            }                                                                                                        \
+            _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                     \
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) {                                                \
+                    VEC *yp = (VEC *)(y + (size_t)a * ldy + o + c * WIDTH);                                          \
+                    *yp += scale * acc[a][c];                                                                        \
+                }                                                                                                    \
+        }                                                                                                            \
+        for (; o + WIDTH <= cols; o += WIDTH)                                                                        \
+            _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) {                                                   \
+                VEC acc = {0};                                                                                       \
+                for (int k = 0; k < rank; k++)                                                                       \
+                    acc += t[(size_t)a * ldt + k] * LD_##DT(VEC, VECH, VECU, B + (size_t)k * cols + o, 0);           \
+                VEC *yp = (VEC *)(y + (size_t)a * ldy + o);                                                          \
+                *yp += scale * acc;                                                                                  \
+            }                                                                                                        \
+        for (; o < cols; o++)                                                                                        \
+            for (int a = 0; a < TX; a++) {                                                                           \
+                float acc = 0.0f;                                                                                    \
+                for (int k = 0; k < rank; k++) acc += t[(size_t)a * ldt + k] * EL_##DT(B + (size_t)k * cols, o);     \
+                y[(size_t)a * ldy + o] += scale * acc;                                                               \
+            }                                                                                                        \
+    }
+
+#define DEFINE_LORA_DT(SUFFIX, VEC, VECH, VECU, WIDTH, FOLD, ATTR, WT, DT)                                             \
+    DEFINE_LORA_SHRINK(shrink_##SUFFIX##_##DT##_x2, VEC, VECH, VECU, WIDTH, FOLD, 2, 4, WT, DT, ATTR)                 \
+    DEFINE_LORA_SHRINK(shrink_##SUFFIX##_##DT##_x1, VEC, VECH, VECU, WIDTH, FOLD, 1, LORA_KT, WT, DT, ATTR)           \
+    DEFINE_LORA_EXPAND(expand_##SUFFIX##_##DT##_x2, VEC, VECH, VECU, WIDTH, 2, WT, DT, ATTR)                          \
+    DEFINE_LORA_EXPAND(expand_##SUFFIX##_##DT##_x1, VEC, VECH, VECU, WIDTH, 1, WT, DT, ATTR)
+
+#define DEFINE_LORA(SUFFIX, VEC, VECH, VECU, WIDTH, FOLD, ATTR)                                                        \
+    DEFINE_LORA_DT(SUFFIX, VEC, VECH, VECU, WIDTH, FOLD, ATTR, float, f32)                                           \
+    DEFINE_LORA_DT(SUFFIX, VEC, VECH, VECU, WIDTH, FOLD, ATTR, uint16_t, bf16)
+
+DEFINE_LORA(avx512, v16, v16h, v16u, 16, fold16_avx512, AVX512)
+/* Four-row tiles only where 32 vector registers hold their sums (as for the matmul). */
+DEFINE_LORA_SHRINK(shrink_avx512_f32_x4, v16, v16h, v16u, 16, fold16_avx512, 4, 4, float, f32, AVX512)
+DEFINE_LORA_SHRINK(shrink_avx512_bf16_x4, v16, v16h, v16u, 16, fold16_avx512, 4, 4, uint16_t, bf16, AVX512)
+DEFINE_LORA_EXPAND(expand_avx512_f32_x4, v16, v16h, v16u, 16, 4, float, f32, AVX512)
+DEFINE_LORA_EXPAND(expand_avx512_bf16_x4, v16, v16h, v16u, 16, 4, uint16_t, bf16, AVX512)
+DEFINE_LORA(avx2, v8, v8h, v8u, 8, fold8_avx2, AVX2)
+DEFINE_LORA(generic, v8, v8h, v8u, 8, fold8_generic, )
+
+typedef void (*lora_shrink_fn)(float *, int, const float *, int, const void *, int, int);
+typedef void (*lora_expand_fn)(float *, int, const float *, int, const void *, int, int, float);
+
 typedef void (*tile_fn)(const float *const *, const float *const *, int, float[MAX_TILE_X][TILE_W]);
 
 /* tiles[k] handles k x rows at once (NULL: use a smaller one); widest first pays off in
@@ -157,14 +272,31 @@ typedef struct tile_set {
     void (*scores)(float *, const float *, const float *, int, int);
     void (*weighted_rows)(float *, const float *, const float *, int, int);
     double (*stream_sum)(const float *, size_t);
+    /* [0]: f32 weights, [1]: bf16; indexed by x rows per tile like tiles */
+    lora_shrink_fn lora_shrink[2][MAX_TILE_X + 1];
+    lora_expand_fn lora_expand[2][MAX_TILE_X + 1];
 } tile_set;
 
 static const tile_set *pick_tiles(void) {
     static const tile_set avx512 = {
-        "avx512", {NULL, tile_avx512_x1, tile_avx512_x2, NULL, tile_avx512_x4}, scores_avx512, weighted_rows_avx512, stream_sum_avx512};
-    static const tile_set avx2 = {"avx2", {NULL, tile_avx2_x1, tile_avx2_x2, NULL, NULL}, scores_avx2, weighted_rows_avx2, stream_sum_avx2};
+        "avx512", {NULL, tile_avx512_x1, tile_avx512_x2, NULL, tile_avx512_x4}, scores_avx512, weighted_rows_avx512,
+        stream_sum_avx512,
+        {{NULL, shrink_avx512_f32_x1, shrink_avx512_f32_x2, NULL, shrink_avx512_f32_x4},
+         {NULL, shrink_avx512_bf16_x1, shrink_avx512_bf16_x2, NULL, shrink_avx512_bf16_x4}},
+        {{NULL, expand_avx512_f32_x1, expand_avx512_f32_x2, NULL, expand_avx512_f32_x4},
+         {NULL, expand_avx512_bf16_x1, expand_avx512_bf16_x2, NULL, expand_avx512_bf16_x4}}};
+    /* 16 vector registers: tiles of at most two x rows, as for the matmul. */
+    static const tile_set avx2 = {
+        "avx2", {NULL, tile_avx2_x1, tile_avx2_x2, NULL, NULL}, scores_avx2, weighted_rows_avx2, stream_sum_avx2,
+        {{NULL, shrink_avx2_f32_x1, shrink_avx2_f32_x2, NULL, NULL}, {NULL, shrink_avx2_bf16_x1, shrink_avx2_bf16_x2, NULL, NULL}},
+        {{NULL, expand_avx2_f32_x1, expand_avx2_f32_x2, NULL, NULL}, {NULL, expand_avx2_bf16_x1, expand_avx2_bf16_x2, NULL, NULL}}};
     static const tile_set generic = {
-        "generic", {NULL, tile_generic_x1, tile_generic_x2, NULL, NULL}, scores_generic, weighted_rows_generic, stream_sum_generic};
+        "generic", {NULL, tile_generic_x1, tile_generic_x2, NULL, NULL}, scores_generic, weighted_rows_generic,
+        stream_sum_generic,
+        {{NULL, shrink_generic_f32_x1, shrink_generic_f32_x2, NULL, NULL},
+         {NULL, shrink_generic_bf16_x1, shrink_generic_bf16_x2, NULL, NULL}},
+        {{NULL, expand_generic_f32_x1, expand_generic_f32_x2, NULL, NULL},
+         {NULL, expand_generic_bf16_x1, expand_generic_bf16_x2, NULL, NULL}}};
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return &avx512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2;
@@ -191,6 +323,30 @@ double lq_cpu_stream_sum(const float *p, size_t n) {
 void lq_cpu_weighted_rows(float *acc, const float *p, const float *v, int n, int hd) {
     if (!tiles) tiles = pick_tiles();
     tiles->weighted_rows(acc, p, v, n, hd);
+}
+
+void lq_cpu_lora_shrink(float *t, int ldt, const float *x, int ldx, int n, const void *A, lq_dtype dtype, int rank,
+                        int cols) {
+    if (!tiles) tiles = pick_tiles();
+    int d = dtype == LQ_DTYPE_BF16;
+    for (int i0 = 0; i0 < n;) {
+        int tx = n - i0 < MAX_TILE_X ? n - i0 : MAX_TILE_X;
+        while (!tiles->lora_shrink[d][tx]) tx--;
+        tiles->lora_shrink[d][tx](t + (size_t)i0 * ldt, ldt, x + (size_t)i0 * ldx, ldx, A, rank, cols);
+        i0 += tx;
+    }
+}
+
+void lq_cpu_lora_expand(float *y, int ldy, const float *t, int ldt, int n, const void *B, lq_dtype dtype, int rank,
+                        int cols, float scale) {
+    if (!tiles) tiles = pick_tiles();
+    int d = dtype == LQ_DTYPE_BF16;
+    for (int i0 = 0; i0 < n;) {
+        int tx = n - i0 < MAX_TILE_X ? n - i0 : MAX_TILE_X;
+        while (!tiles->lora_expand[d][tx]) tx--;
+        tiles->lora_expand[d][tx](y + (size_t)i0 * ldy, ldy, t + (size_t)i0 * ldt, ldt, B, rank, cols, scale);
+        i0 += tx;
+    }
 }
 
 /* y[i][r0 .. r0+nr) for all n rows of x, from nr contiguous f32 rows of W at w. A tile of

@@ -16,6 +16,15 @@ void lq_cpu_gemm(lq_pool *pool, float *y, int ldy, const float *x, int n, const 
  * as lq_cpu_gemm. */
 void lq_cpu_gemm_rows(float *y, int ldy, const float *x, int ldx, int n, const float *w, int r0, int nr, int cols);
 
+/* LoRA, single-threaded, for n rows that share an adapter module (dtype f32 or bf16):
+ * shrink t[i][k] = x[i] · A[k] for k < rank (A [rank][cols]); expand y[i][o] += scale ·
+ * Σ_k t[i][k] · B[k][o] for o < cols (B [rank][cols], the transpose of PEFT's lora_B).
+ * A row's results are bitwise the same whatever n is. */
+void lq_cpu_lora_shrink(float *t, int ldt, const float *x, int ldx, int n, const void *A, lq_dtype dtype, int rank,
+                        int cols);
+void lq_cpu_lora_expand(float *y, int ldy, const float *t, int ldt, int n, const void *B, lq_dtype dtype, int rank,
+                        int cols, float scale);
+
 /* Attention over one KV block: out[o] = q · Kt[:, o] for the block's bs keys (K stored
  * transposed, [hd][bs]); and acc += Σ_{o<n} p[o] · V[o] with V as [bs][hd]. */
 void lq_cpu_scores(float *out, const float *q, const float *kt, int hd, int bs);

@@ -193,39 +193,91 @@ static void test_paged_attention(void **state) {
     free(kpool), free(vpool), free(q), free(out), free(ref);
 }
 
-/* Segmented LoRA ops against a naive y += scale·B(Ax): segments of different ranks, a
- * multi-row (prefill) segment, one-row (decode) segments, and rows left alone. */
-static void test_lora_shrink_expand(void **state) {
+/* The LoRA op against a naive y += scale·(x·Aᵀ)·B: two targets sharing x (as q and k
+ * do), f32 and bf16 weights, segments of different ranks (one wider than a shrink
+ * tile), a multi-row (prefill) segment, one-row (decode) segments, rows left alone,
+ * and sizes off the vector width. Then batch invariance: each row of the multi-row
+ * segment computed as a one-row segment of its own gives bitwise the same y. */
+enum { L_ROWS = 10, L_IN = 37, L_SEGS = 4, L_TARGETS = 2 };
+
+typedef struct lora_case {
+    int out[L_TARGETS];
+    lq_lora_seg segs[L_TARGETS][L_SEGS];
+    float *A32[L_TARGETS][L_SEGS], *B32[L_TARGETS][L_SEGS]; /* the weights as the reference sees them */
+    void *A[L_TARGETS][L_SEGS], *Bt[L_TARGETS][L_SEGS];      /* as the op gets them */
+} lora_case;
+
+static void *lora_weight(float **ref, size_t n, lq_dtype dt) {
+    *ref = rand_vec(n);
+    void *w = malloc(n * lq_dtype_size(dt));
+    lq_convert(w, dt, *ref, LQ_DTYPE_F32, n);
+    lq_convert(*ref, LQ_DTYPE_F32, w, dt, n); /* the reference sees the rounded weights */
+    return w;
+}
+
+static void test_lora(void **state) {
     (void)state;
-    enum { ROWS = 9, IN = 37, OUT = 70, LDT = 20 };
-    int ranks[3] = {8, 1, 20};
-    lq_lora_seg segs[3];
-    float *A[3], *Bm[3];
-    int row0[3] = {0, 5, 7}, nrows[3] = {4, 1, 2}; /* row 4 belongs to no segment */
-    for (int s = 0; s < 3; s++) {
-        A[s] = rand_vec((size_t)ranks[s] * IN);
-        Bm[s] = rand_vec((size_t)OUT * ranks[s]);
-        segs[s] = (lq_lora_seg){row0[s], nrows[s], A[s], Bm[s], ranks[s], 0.5f + (float)s};
-    }
-    float *x = rand_vec((size_t)ROWS * IN), *y = rand_vec((size_t)ROWS * OUT), *t = calloc((size_t)ROWS * LDT, 4);
-    double *ref = malloc((size_t)ROWS * OUT * sizeof *ref);
-    for (int i = 0; i < ROWS * OUT; i++) ref[i] = y[i];
-    for (int s = 0; s < 3; s++)
-        for (int i = row0[s]; i < row0[s] + nrows[s]; i++)
-            for (int o = 0; o < OUT; o++) {
-                double acc = 0;
-                for (int k = 0; k < ranks[s]; k++) {
-                    double ax = 0;
-                    for (int j = 0; j < IN; j++) ax += (double)A[s][k * IN + j] * x[i * IN + j];
-                    acc += Bm[s][o * ranks[s] + k] * ax;
+    /* rows 0-5: a prefill segment (a 4-row tile and a 2-row one); row 6: no adapter; rows 7, 8, 9: decode rows */
+    int row0[L_SEGS] = {0, 7, 8, 9}, nrows[L_SEGS] = {6, 1, 1, 1};
+    int ranks[L_TARGETS][L_SEGS] = {{8, 1, 20, 16}, {3, 0, 16, 9}}; /* rank 0: that adapter skips target 1 */
+    lq_dtype dts[L_SEGS] = {LQ_DTYPE_BF16, LQ_DTYPE_F32, LQ_DTYPE_BF16, LQ_DTYPE_F32};
+    lora_case c = {{70, 90}, {{{0}}}, {{0}}, {{0}}, {{0}}, {{0}}};
+    float *x = rand_vec((size_t)L_ROWS * L_IN);
+    float *y[L_TARGETS], *y0[L_TARGETS], *t[L_TARGETS];
+    double *ref[L_TARGETS];
+    lq_lora_target tg[L_TARGETS];
+    for (int g = 0; g < L_TARGETS; g++) {
+        int out = c.out[g];
+        for (int s = 0; s < L_SEGS; s++) {
+            int r = ranks[g][s];
+            c.A[g][s] = lora_weight(&c.A32[g][s], (size_t)(r ? r : 1) * L_IN, dts[s]);
+            c.Bt[g][s] = lora_weight(&c.B32[g][s], (size_t)(r ? r : 1) * out, dts[s]); /* [rank][out] */
+            c.segs[g][s] = (lq_lora_seg){row0[s], nrows[s], c.A[g][s], c.Bt[g][s], dts[s], r, 0.5f + (float)s};
+        }
+        y0[g] = rand_vec((size_t)L_ROWS * out);
+        y[g] = malloc((size_t)L_ROWS * out * sizeof(float));
+        memcpy(y[g], y0[g], (size_t)L_ROWS * out * sizeof(float));
+        t[g] = calloc((size_t)L_ROWS * 20, sizeof(float));
+        tg[g] = (lq_lora_target){y[g], out, c.segs[g], L_SEGS, t[g], 20};
+        ref[g] = malloc((size_t)L_ROWS * out * sizeof(double));
+        for (int i = 0; i < L_ROWS * out; i++) ref[g][i] = y0[g][i];
+        for (int s = 0; s < L_SEGS; s++)
+            for (int i = row0[s]; i < row0[s] + nrows[s]; i++)
+                for (int o = 0; o < out; o++) {
+                    double acc = 0;
+                    for (int k = 0; k < ranks[g][s]; k++) {
+                        double ax = 0;
+                        for (int j = 0; j < L_IN; j++) ax += (double)c.A32[g][s][k * L_IN + j] * x[i * L_IN + j];
+                        acc += c.B32[g][s][k * out + o] * ax;
+                    }
+                    ref[g][i * out + o] += c.segs[g][s].scale * acc;
                 }
-                ref[i * OUT + o] += segs[s].scale * acc;
-            }
-    B->lora_shrink(B, t, LDT, x, IN, segs, 3);
-    B->lora_expand(B, y, OUT, t, LDT, segs, 3);
-    assert_close(y, ref, (size_t)ROWS * OUT, 1e-5, "lora shrink/expand");
-    for (int s = 0; s < 3; s++) free(A[s]), free(Bm[s]);
-    free(x), free(y), free(t), free(ref);
+    }
+    B->lora(B, x, L_IN, tg, L_TARGETS);
+    assert_close(y[0], ref[0], (size_t)L_ROWS * c.out[0], 1e-5, "lora, target 0");
+    assert_close(y[1], ref[1], (size_t)L_ROWS * c.out[1], 1e-5, "lora, target 1");
+    assert_memory_equal(y[0] + 6 * c.out[0], y0[0] + 6 * c.out[0], (size_t)c.out[0] * sizeof(float)); /* row 6 */
+
+    /* Each prefill row alone, as a decode row of its own: bitwise the same. */
+    for (int g = 0; g < L_TARGETS; g++) {
+        float *solo = malloc((size_t)L_ROWS * c.out[g] * sizeof(float));
+        memcpy(solo, y0[g], (size_t)L_ROWS * c.out[g] * sizeof(float));
+        lq_lora_seg one[6];
+        for (int i = 0; i < 6; i++) {
+            one[i] = c.segs[g][0];
+            one[i].row0 = i;
+            one[i].n_rows = 1;
+        }
+        lq_lora_target tg1 = {solo, c.out[g], one, 6, t[g], 20};
+        B->lora(B, x, L_IN, &tg1, 1);
+        assert_memory_equal(solo, y[g], (size_t)6 * c.out[g] * sizeof(float));
+        free(solo);
+    }
+    for (int g = 0; g < L_TARGETS; g++) {
+        for (int s = 0; s < L_SEGS; s++) free(c.A[g][s]), free(c.Bt[g][s]), free(c.A32[g][s]), free(c.B32[g][s]);
+        free(y[g]), free(y0[g]), free(t[g]), free(ref[g]);
+    }
+    free(x);
 }
 
 static void test_gather_rows(void **state) {
@@ -243,7 +295,7 @@ int main(void) {
         cmocka_unit_test(test_rmsnorm_embed_add_silu),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_paged_attention),
-        cmocka_unit_test(test_lora_shrink_expand),
+        cmocka_unit_test(test_lora),
         cmocka_unit_test(test_gather_rows),
     };
     return cmocka_run_group_tests_name("cpu backend", tests, setup, teardown);

@@ -116,7 +116,7 @@ static void test_zero_b_is_exactly_base(void **state) {
             if (l->mods[i].rank) {
                 int in, out;
                 lq_proj_dims(&f->model->cfg, (lq_proj)(i % LQ_PROJ_COUNT), &in, &out);
-                memset(l->mods[i].B, 0, (size_t)out * l->mods[i].rank * sizeof(float)); /* CPU: host memory */
+                memset(l->mods[i].B, 0, (size_t)out * l->mods[i].rank * lq_dtype_size(l->mods[i].dtype)); /* CPU: host memory */
             }
         int np;
         int32_t *prompt = ids_of(json_object_get(json_array_get(json_object_get(a, "cases"), 0), "ids"), &np);
