@@ -921,8 +921,8 @@ static void done_async_poll(lg_req *q, double now) {
         json_t *result = json_object_get(doc, "result");
         count_tokens(q, result ? result : doc);
     } else {
-        json_t *e = json_object_get(doc, "error_type");
-        if (!e) e = json_object_get(json_object_get(doc, "result"), "error_type");
+        json_t *e = json_object_get(json_object_get(doc, "error"), "error_type"); /* {"error": {"error", "error_type"}} */
+        if (!e) e = json_object_get(doc, "error_type");
         set_error(rec, "job_%.16s%s%.24s", status, json_is_string(e) ? "_" : "", json_is_string(e) ? json_string_value(e) : "");
     }
     json_decref(doc);
@@ -1157,9 +1157,13 @@ int cmd_loadgen(int argc, char **argv) {
         return 2;
     }
     if (setup_run(&g)) return 1;
-    if (!g.c.quiet)
-        fprintf(stderr, "lorq loadgen: %s, %d adapter(s), for %g s / %ld requests (0: no limit); output in %s\n", g.c.url,
-                g.c.n_adapters, g.c.duration_s, g.c.requests, g.c.out_dir);
+    if (!g.c.quiet) {
+        char until[96];
+        if (g.c.duration_s && g.c.requests) snprintf(until, sizeof until, "%g s or %ld requests", g.c.duration_s, g.c.requests);
+        else if (g.c.duration_s) snprintf(until, sizeof until, "%g s", g.c.duration_s);
+        else snprintf(until, sizeof until, "%ld requests", g.c.requests);
+        fprintf(stderr, "lorq loadgen: %s, %d adapter(s), for %s; output in %s\n", g.c.url, g.c.n_adapters, until, g.c.out_dir);
+    }
     g.t0 = lq_now();
     run_loop(&g);
     sample_tail(&g);

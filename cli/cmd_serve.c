@@ -712,8 +712,20 @@ static void install_signals(void) {
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* Fixed workers on one machine share its cores: each gets its share of
+ * threads unless LORQ_THREADS says otherwise (the children inherit it). */
+static void share_cores(const serve_opts *o) {
+    const char *t = getenv("LORQ_THREADS");
+    if ((t && *t) || o->autoscale || o->workers < 2) return;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    char n[24];
+    snprintf(n, sizeof n, "%ld", cores / o->workers > 1 ? cores / o->workers : 1);
+    setenv("LORQ_THREADS", n, 1);
+}
+
 static int prepare(serve_state *s, const serve_opts *o) {
     if (find_root(s) || resolve_model(s, o)) return -1;
+    share_cores(o);
     resolve_adapters(s, o);
     if (check_binary(s, "lorq-gateway") || check_binary(s, o->autoscale ? "lorq-autoscaler" : "lorq-worker")) return -1;
     if (o->autoscale && check_binary(s, "lorq-worker")) return -1;

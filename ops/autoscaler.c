@@ -54,6 +54,7 @@ typedef struct as_opts {
     const char *redis_url, *prefix;
     char worker_bin[PATH_MAX];
     char *worker_argv[AS_MAX_WORKER_ARGS + 2];
+    int check_only;
 } as_opts;
 
 typedef enum { W_STARTING, W_SERVING, W_DRAINING } worker_state;
@@ -122,7 +123,8 @@ static int usage(FILE *out) {
             "  --status-every S      a status line this often while there is work (default 10; 0: never)\n"
             "  --worker-bin PATH     the worker binary (default: lorq-worker next to this program)\n"
             "  --redis-url URL       default $REDIS_URL, else %s\n"
-            "  --prefix P            key prefix (default $LORQ_PREFIX, else %s)\n",
+            "  --prefix P            key prefix (default $LORQ_PREFIX, else %s)\n"
+            "  --check               validate the flags and the worker binary, then exit (for unit files and tests)\n",
             AS_DEFAULT_JOBS_PER_WORKER, LQ_REDIS_DEFAULT_URL, LQ_DEFAULT_PREFIX);
     return out == stdout ? 0 : 2;
 }
@@ -249,6 +251,10 @@ static int parse_opts(as_opts *o, int argc, char **argv) {
             break;
         }
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) exit(usage(stdout));
+        if (!strcmp(argv[i], "--check")) {
+            o->check_only = 1;
+            continue;
+        }
         const char *f = match_flag(argv[i]), *v;
         if (!f) {
             fprintf(stderr, "lorq-autoscaler: unknown argument '%s' (see --help)\n", argv[i]);
@@ -581,6 +587,10 @@ static int setup(autoscaler *a) {
 int main(int argc, char **argv) {
     static autoscaler a;
     if (parse_opts(&a.o, argc, argv)) return 2;
+    if (a.o.check_only) {
+        printf("lorq-autoscaler: flags ok (workers %d..%d, worker %s)\n", a.o.min, a.o.max, a.o.worker_bin);
+        return 0;
+    }
     if (setup(&a)) return 2;
     install_signals();
     as_log("watching %s (prefix %s): workers %d..%d, poll %.2f s, up cooldown %.1f s, idle %.1f s, down cooldown %.1f s, "

@@ -304,13 +304,16 @@ static void write_plot_script(const lg_run *r, FILE *f, const char *dir) {
                "plot for [i=2:%d] '%s/rate.dat' using 1:i with steps lw (i==2 ? 3 : 1.5) title columnheader(i)\n",
             dir, r->bin_s, r->n_adapters + 2, dir);
     if (!r->n_samples) return;
+    int most = 1;
+    for (size_t i = 0; i < r->n_samples; i++)
+        if (r->samples[i].workers + r->samples[i].workers_draining > most) most = r->samples[i].workers + r->samples[i].workers_draining;
     fprintf(f, "set output '%s/queue.png'\nset title 'lorq loadgen: queue and workers (sampled from %s)'\n"
                "set ylabel 'jobs'\nset y2label 'workers'\nset ytics nomirror\nset y2tics 1\nset yrange [0:*]\n"
-               "set y2range [0:*]\n"
+               "set y2range [0:%d]\n"
                "plot '%s/queue.dat' using 1:2 with lines lw 2 title 'queued (group lag)', "
                "'' using 1:3 with lines lw 2 title 'running (pending entries)', "
-               "'' using 1:4 axes x1y2 with steps lw 3 title 'live workers'\n",
-            dir, r->sample_source ? r->sample_source : "", dir);
+               "'' using 1:($4+$5) axes x1y2 with steps lw 3 title 'live workers (serving + draining)'\n",
+            dir, r->sample_source ? r->sample_source : "", most + 1, dir);
 }
 
 /* Runs gnuplot on the script, at most a minute. */
