@@ -41,7 +41,7 @@ static void finish(lq_session *s) {
     gw->in_flight--;
     const char *adapter = s->rq.adapter;
     lq_metrics_request(gw->metrics, s->route, adapter, s->status, lq_now_s() - s->t_start);
-    if (s->n_prompt || s->n_generated) lq_metrics_tokens(gw->metrics, adapter, s->n_prompt, s->n_generated);
+    if (!s->follower && (s->n_prompt || s->n_generated)) lq_metrics_tokens(gw->metrics, adapter, s->n_prompt, s->n_generated);
     if (s->ops && s->ops->free_state) s->ops->free_state(s);
     for (int i = 0; i < s->n_tokens; i++) lq_event_clear(&s->tokens[i]);
     free(s->tokens);
@@ -184,10 +184,11 @@ static void on_token(lq_relay *r, void *owner, lq_event *ev) {
     (void)r;
     lq_session *s = owner;
     double now = lq_now_s();
-    if (!s->n_generated) {
+    /* A follower's replayed tokens say nothing about latency. */
+    if (!s->follower && !s->n_generated) {
         s->t_first = now;
         lq_metrics_first_token(s->gw->metrics, s->rq.adapter, now - s->t_start);
-    } else {
+    } else if (!s->follower) {
         lq_metrics_inter_token(s->gw->metrics, s->rq.adapter, now - s->t_last);
     }
     s->t_last = now;
