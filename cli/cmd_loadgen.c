@@ -1099,8 +1099,15 @@ static void finish_run_times(loadgen *g) {
         last = fmax(last, g->run.rec[i].t_end);
     }
     g->run.wall_s = g->run.n_rec ? last - first : 0;
+    /* About 50 to 100 bins over the arrivals, of a round width. */
+    static const double widths[] = {0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300, 600, 3600};
     double span = g->arrivals_end > 0 ? g->arrivals_end : 1;
-    g->run.bin_s = span <= 20 ? 0.5 : span <= 200 ? 1 : ceil(span / 200);
+    g->run.bin_s = widths[sizeof widths / sizeof widths[0] - 1];
+    for (size_t i = 0; i < sizeof widths / sizeof widths[0]; i++)
+        if (widths[i] >= span / 100) {
+            g->run.bin_s = widths[i];
+            break;
+        }
 }
 
 static int write_outputs(loadgen *g) {
