@@ -19,7 +19,7 @@
 typedef enum { OPT_INT, OPT_STR, OPT_ADAPTERS } opt_kind;
 
 typedef struct opt {
-    const char *env;
+    const char *env; /* the variable; the flag is its kebab-case form unless named below */
     opt_kind kind;
     long long lo, hi; /* OPT_INT range */
     size_t off;       /* int field, or char array field for OPT_STR */
@@ -187,10 +187,17 @@ static int read_env(lq_gw_config *c, lq_error *err) {
     return 0;
 }
 
+/* The worker calls LORQ_PREFIX --prefix; both spellings work here. */
+static void flag_of(const opt *o, char *out, size_t size) {
+    if (!strcmp(o->env, "LORQ_PREFIX")) snprintf(out, size, "prefix");
+    else flag_name(o->env, out, size);
+}
+
 static const opt *find_flag(const char *name, size_t len) {
+    if (len == 11 && !memcmp(name, "lorq-prefix", 11)) name = "prefix", len = 6;
     for (size_t i = 0; i < N_OPTS; i++) {
         char f[64];
-        flag_name(OPTS[i].env, f, sizeof f);
+        flag_of(&OPTS[i], f, sizeof f);
         if (strlen(f) == len && !memcmp(f, name, len)) return &OPTS[i];
     }
     return NULL;
@@ -264,7 +271,7 @@ const char *lq_gw_usage(void) {
                                 "Every flag can also be given as the environment variable in brackets.\n");
     for (size_t i = 0; i < N_OPTS && n < sizeof text; i++) {
         char f[64];
-        flag_name(OPTS[i].env, f, sizeof f);
+        flag_of(&OPTS[i], f, sizeof f);
         n += (size_t)snprintf(text + n, sizeof text - n, "  --%-26s [%s] %s\n", f, OPTS[i].env, OPTS[i].help);
     }
     return text;

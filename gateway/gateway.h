@@ -29,6 +29,7 @@ typedef struct lq_gw {
     char chat_error[512];   /* why chat is NULL */
     struct event_base *base;
     struct evhttp *http;
+    struct evhttp_bound_socket *listener;
     int port; /* the port bound (PORT=0 picks one) */
     lq_rc *rc;
     lq_redis *names; /* key names under the prefix (never connected) */

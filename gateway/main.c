@@ -110,8 +110,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     }
     lq_gw_log("signal %d: no new connections; finishing %d request(s) in flight (at most %d s)", (int)sig,
               gw->in_flight, DRAIN_S);
-    evhttp_free(gw->http); /* closes the listener and idle connections */
-    gw->http = NULL;
+    /* Only the listener: evhttp_free would free requests that sessions still answer. */
+    if (gw->listener) evhttp_del_accept_socket(gw->http, gw->listener);
+    gw->listener = NULL;
     drain_deadline_ms = lq_time_ms() + DRAIN_S * 1000;
     drain_timer = event_new(gw->base, -1, EV_PERSIST, on_drain_tick, gw);
     struct timeval tv = {0, 100 * 1000};
@@ -122,8 +123,10 @@ static void cleanup(lq_gw *gw, struct event **sigs, int n_sigs) {
     for (int i = 0; i < n_sigs; i++)
         if (sigs[i]) event_free(sigs[i]);
     if (drain_timer) event_free(drain_timer);
-    if (gw->http) evhttp_free(gw->http);
+    /* Redis first: pending replies (NULL now) answer their HTTP requests before evhttp frees them. */
     lq_rc_free(gw->rc);
+    gw->rc = NULL;
+    if (gw->http) evhttp_free(gw->http);
     lq_redis_free(gw->names);
     lq_metrics_free(gw->metrics);
     lq_chat_free(gw->chat);

@@ -486,8 +486,10 @@ static void free_sub(const char *key, void *val, void *arg) {
 void lq_rc_free(lq_rc *rc) {
     if (!rc) return;
     conn *both[2] = {&rc->cmd, &rc->pubsub};
+    for (int i = 0; i < 2; i++) both[i]->state = CONN_DOWN; /* callbacks run below may try to send */
     for (int i = 0; i < 2; i++) {
         if (both[i]->retry) event_free(both[i]->retry);
+        both[i]->retry = NULL;
         if (both[i]->ac) {
             redisAsyncContext *ac = both[i]->ac;
             both[i]->ac = NULL;

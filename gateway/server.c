@@ -267,7 +267,7 @@ int lq_server_start(lq_gw *gw, lq_error *err) {
         close(fd);
         return lq_fail(err, "out of memory");
     }
-    if (!evhttp_accept_socket_with_handle(gw->http, fd)) {
+    if (!(gw->listener = evhttp_accept_socket_with_handle(gw->http, fd))) {
         close(fd);
         return lq_fail(err, "cannot accept on %s:%d", gw->cfg.hostname, gw->cfg.port);
     }
@@ -275,6 +275,8 @@ int lq_server_start(lq_gw *gw, lq_error *err) {
     if (cap < gw->cfg.payload_limit + (1 << 20)) cap = gw->cfg.payload_limit + (1 << 20);
     evhttp_set_max_body_size(gw->http, (ev_ssize_t)cap);
     evhttp_set_max_headers_size(gw->http, HEADERS_MAX);
+    /* Read (and drop) the rest of a body over the cap before answering 413, so the client sees the answer. */
+    evhttp_set_flags(gw->http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_timeout(gw->http, READ_TIMEOUT_S);
     evhttp_set_allowed_methods(gw->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
                                              EVHTTP_REQ_PUT | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);

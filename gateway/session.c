@@ -147,6 +147,7 @@ static void watch_eof(lq_session *s) {
 void lq_session_start_stream(lq_session *s) {
     if (!s->req || s->streaming) return;
     stop_eof_watch(s); /* evhttp watches a streaming connection itself */
+    evhttp_add_header(evhttp_request_get_output_headers(s->req), "X-Job-Id", s->id);
     lq_sse_start(s->req);
     s->streaming = 1;
     struct evhttp_connection *evcon = evhttp_request_get_connection(s->req);
