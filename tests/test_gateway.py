@@ -74,7 +74,13 @@ def stack(tmp_path_factory, gateway_bin, worker_bin, model_dir):
     gateway.stop()
     worker.stop(timeout=30)
     redis.kill()
-    assert "AddressSanitizer" not in gateway.log(), gateway.log()
+    assert_clean(gateway)
+
+
+def assert_clean(gateway):
+    """No sanitizer report in a gateway's log (when it runs an ASan/UBSan build)."""
+    log = gateway.log()
+    assert "Sanitizer" not in log and "runtime error:" not in log, log[-20000:]
 
 
 # ---------- HTTP ----------
@@ -619,6 +625,7 @@ def test_overload_and_shared_port(stack, gateway_bin):
             assert status == 429 and out == {"error": "Model is overloaded", "error_type": "overloaded"}
     finally:
         g.stop()
+        assert_clean(g)
     # A second gateway on the main one's port (SO_REUSEPORT): both serve, either can go.
     g2 = Gateway(gateway_bin, stack.env(), stack.dir / "gateway-shared.log", port=stack.port)
     try:
@@ -633,6 +640,7 @@ def test_overload_and_shared_port(stack, gateway_bin):
             assert status == 200
     finally:
         assert g2.stop() == 0
+        assert_clean(g2)
     assert request(stack.url, "GET", "/health")[0] == 200
 
 
@@ -654,6 +662,59 @@ def test_bad_configuration_exits_2(stack, gateway_bin):
         assert text in r.stderr, (env, r.stderr)
     r = subprocess.run([gateway_bin, "--help"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 0 and "--max-total-tokens" in r.stdout and "MAX_INPUT_LENGTH" in r.stdout
+
+
+def test_request_timeout(stack, gateway_bin):
+    """REQUEST_TIMEOUT is the job's deadline: past it the worker stops and the client gets a 504."""
+    g = Gateway(gateway_bin, dict(stack.env(), REQUEST_TIMEOUT=1), stack.dir / "gateway-timeout.log")
+    try:
+        g.wait_listening()
+        t0 = time.time()
+        status, _, out = request(g.url, "POST", "/generate", {"inputs": "Once upon a time",
+                                                              "parameters": {"max_new_tokens": 1000}})
+        assert status == 504 and out["error_type"] == "timeout", out
+        assert time.time() - t0 < 15
+    finally:
+        g.stop()
+        assert_clean(g)
+
+
+def model_copy(stack, name, config_changes):
+    """A model folder of symlinks to the bundled one, with tokenizer_config.json changed."""
+    d = stack.dir / name
+    d.mkdir()
+    for f in stack.model_dir.iterdir():
+        if f.name != "tokenizer_config.json":
+            (d / f.name).symlink_to(f)
+    cfg = json.loads((stack.model_dir / "tokenizer_config.json").read_text())
+    cfg.update(config_changes)
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def test_chat_templates_checked(stack, gateway_bin):
+    # A template the interpreter cannot compile stops the gateway at start-up.
+    broken = model_copy(stack, "broken-template", {"chat_template": "{% for m in messages %}{{ m.content }"})
+    env = dict(os.environ, **dict(stack.env(), MODEL_ID=str(broken)), HOSTNAME="127.0.0.1", PORT=str(free_port()))
+    r = subprocess.run([gateway_bin], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2 and "chat template" in r.stderr, r.stderr
+    # No template at all: the gateway serves, chat requests get a 422 saying so.
+    bare = model_copy(stack, "no-template", {"chat_template": None})
+    g = Gateway(gateway_bin, dict(stack.env(), MODEL_ID=str(bare)), stack.dir / "gateway-bare.log")
+    try:
+        g.wait_listening()
+        status, _, out = request(g.url, "POST", "/v1/chat/completions",
+                                 {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert status == 422 and out["error_type"] == "template_error" and "chat_template" in out["error"], out
+        # A message of the wrong shape: a 422 as well.
+        status, _, out = request(stack.url, "POST", "/v1/chat/completions",
+                                 {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": 5}],
+                                  "max_tokens": 2})
+        assert status == 422, out
+    finally:
+        g.stop()
+        assert_clean(g)
 
 
 # ---------- Redis going away (last: it restarts the module's Redis) ----------
@@ -704,3 +765,16 @@ def test_redis_restart_under_open_streams(stack, ref):
         assert events[-1]["generated_text"] == want["text"]
     assert "connection to" in stack.gateway.log() and "is back" in stack.gateway.log()
     assert request(stack.url, "GET", "/health")[0] == 200
+    # While Redis is down: 503s that say so, and the gateway comes back with it.
+    stack.redis.stop()
+    time.sleep(0.5)
+    status, _, out = request(stack.url, "POST", "/generate", {"inputs": "a", "parameters": {"max_new_tokens": 1}})
+    assert status == 503 and out["error_type"] == "unavailable", out
+    status, _, out = request(stack.url, "GET", "/health")
+    assert status == 503 and out["error_type"] == "unhealthy"
+    status, _, text = request(stack.url, "GET", "/metrics")
+    assert status == 200 and "lorq_redis_up 0" in text
+    stack.redis.start()
+    stack.gateway.wait_healthy(timeout=60)
+    status, _, out = request(stack.url, "POST", "/generate", {"inputs": PROMPTS[0], "parameters": {"max_new_tokens": 2}})
+    assert status == 200, out
