@@ -319,6 +319,24 @@ fail:
     return NULL;
 }
 
+lq_redis *lq_redis_clone(const lq_redis *r, lq_error *err) {
+    lq_redis *c = calloc(1, sizeof *c);
+    if (!c) {
+        lq_fail(err, "out of memory");
+        return NULL;
+    }
+    *c = *r;
+    c->c = NULL;
+    for (int i = 0; i < LQ_SCRIPT_COUNT; i++)
+        if (!(c->source[i] = strdup(r->source[i]))) {
+            for (int k = 0; k < i; k++) free(c->source[k]);
+            free(c);
+            lq_fail(err, "out of memory");
+            return NULL;
+        }
+    return c;
+}
+
 void lq_redis_free(lq_redis *r) {
     if (!r) return;
     lq_redis_disconnect(r);

@@ -76,6 +76,9 @@ typedef struct lq_redis_opts {
 
 /* Parses the URL and reads the scripts; does not connect. */
 lq_redis *lq_redis_new(const lq_redis_opts *o, lq_error *err);
+/* A second, unconnected lq_redis to the same server (for another thread:
+ * a connection is used by one thread at a time). */
+lq_redis *lq_redis_clone(const lq_redis *r, lq_error *err);
 void lq_redis_free(lq_redis *r);
 
 /* Connects (AUTH, SELECT, SCRIPT LOAD). One attempt. */

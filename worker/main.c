@@ -386,7 +386,10 @@ static void install_signals(void) {
 
 int main(int argc, char **argv) {
     worker_config c;
-    if (parse_config(argc, argv, &c)) return 2;
+    if (parse_config(argc, argv, &c)) {
+        free(c.adapters_copy);
+        return 2;
+    }
     install_signals();
     lq_error err;
     engine e;

@@ -1,7 +1,8 @@
 /* queue.c — the worker's queue consumer: Redis streams in, scheduler events
  * out (docs/protocol.md, "What a worker does").
  *
- * One loop, one thread, one Redis connection. Each turn:
+ * One loop, one Redis connection, and a helper thread with its own
+ * connection for liveness (below). Each turn of the loop:
  *
  *   1. deliver: every event the scheduler produced that Redis has not yet
  *      confirmed goes out in one pipeline — `emit` per token, then
@@ -14,10 +15,12 @@
  *      `cancelled`, `lost` and `over` replies drop the job from the scheduler.
  *      While anything is undelivered the worker does not step, so a Redis
  *      outage pauses generation instead of piling up events.
- *   2. housekeeping on timers: stream discovery (SMEMBERS P queues, 1 s),
- *      heartbeat (1 s), keep-alive of the entries it holds (XCLAIM JUSTID,
- *      every CLAIM_MIN_IDLE_MS/3) and recovery of entries other workers left
- *      idle (XAUTOCLAIM, every CLAIM_MIN_IDLE_MS/4).
+ *   2. housekeeping on timers: stream discovery (SMEMBERS P queues, 1 s)
+ *      and recovery of entries other workers left idle (XAUTOCLAIM, every
+ *      CLAIM_MIN_IDLE_MS/4). The heartbeat (1 s) and the keep-alive of the
+ *      entries it holds (XCLAIM JUSTID, every CLAIM_MIN_IDLE_MS/3) run on a
+ *      thread of their own, so that a long step never makes a live worker
+ *      look dead (see "the keeper").
  *   3. read: one XREADGROUP over the streams, COUNT = free slots divided
  *      among them; when slots are fewer than streams, only that many streams
  *      are read, resident adapters first, rotating the starting point, and
@@ -36,6 +39,7 @@
 #include "queue.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,6 +111,29 @@ typedef struct qstream {
     int usable;                    /* the group exists on it (0: not a stream) */
 } qstream;
 
+typedef struct held_entry {
+    char stream[LQ_KEY_MAX];
+    char entry[ENTRY_ID_MAX + 1];
+} held_entry;
+
+/* The heartbeat thread's view of the worker (see "the keeper" below). */
+typedef struct keeper {
+    lq_redis *r; /* its own connection */
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    /* under mu */
+    int stop;
+    held_entry *held; /* the entries of the jobs we hold */
+    int n_held, cap_held;
+    int running, draining;
+    double rate;
+    uint64_t total;
+    char adapters[4096];
+    int64_t turn_ms; /* monotonic time of the main loop's last turn */
+} keeper;
+
 struct lq_queue {
     lq_redis *r;
     lq_scheduler *s;
@@ -117,7 +144,9 @@ struct lq_queue {
     qstream *streams;
     int n_streams;
     unsigned rotate;
-    int64_t t_discover, t_heartbeat, t_keepalive, t_autoclaim; /* monotonic ms of the last run */
+    int64_t t_discover, t_autoclaim; /* monotonic ms of the last run */
+    keeper k;
+    int held_dirty; /* jobs came or went since the keeper's snapshot */
     int draining, connected_once;
     int64_t started_ms;
     uint64_t tokens_total, finished, failed;
@@ -153,6 +182,7 @@ static void job_forget(lq_queue *q, qjob *j) {
             break;
         }
     q->n_jobs--;
+    q->held_dirty = 1;
     if (!j->ended) lq_scheduler_drop(q->s, j);
     job_free(j);
 }
@@ -594,6 +624,7 @@ static void run_job(lq_queue *q, const qentry *e, const lq_job *job, const redis
     j->next = q->jobs;
     q->jobs = j;
     q->n_jobs++;
+    q->held_dirty = 1;
     lq_error err;
     int32_t *resume = NULL;
     if (logged > 0 && read_resume(q, j, (int)logged, &resume, &err)) {
@@ -904,54 +935,6 @@ static void discover(lq_queue *q) {
     q->n_streams = m;
 }
 
-static void heartbeat(lq_queue *q) {
-    char key[LQ_KEY_MAX], workers[LQ_KEY_MAX], seen[24], started[24], pid[16], running[16], capacity[16], rate[32],
-        total[24];
-    int64_t now = lq_time_ms();
-    snprintf(seen, sizeof seen, "%lld", (long long)now);
-    snprintf(started, sizeof started, "%lld", (long long)q->started_ms);
-    snprintf(pid, sizeof pid, "%d", (int)getpid());
-    snprintf(running, sizeof running, "%d", lq_scheduler_running(q->s));
-    snprintf(capacity, sizeof capacity, "%d", q->c.capacity);
-    snprintf(rate, sizeof rate, "%.1f", tokens_per_s(q));
-    snprintf(total, sizeof total, "%llu", (unsigned long long)q->tokens_total);
-    const char *adapters = lq_scheduler_resident_list(q->s);
-    const char *argv[] = {"HSET", lq_key_worker(q->r, q->c.worker_id, key), "id", q->c.worker_id, "host", q->host,
-                          "pid", pid, "device", q->c.device ? q->c.device : "cpu", "model", q->c.model ? q->c.model : "",
-                          "adapters", adapters ? adapters : "", "running", running, "capacity", capacity,
-                          "tokens_per_s", rate, "tokens_total", total, "started_ms", started, "seen_ms", seen, "state",
-                          q->draining ? "draining" : "serving"};
-    lq_error err;
-    redisReply *rep = lq_redis_argv(q->r, (int)(sizeof argv / sizeof argv[0]), argv, NULL, &err);
-    if (rep) freeReplyObject(rep);
-    if (rep && (rep = lq_redis_cmd(q->r, &err, "PEXPIRE %s %d", key, HEARTBEAT_TTL_MS))) freeReplyObject(rep);
-    if (rep && (rep = lq_redis_cmd(q->r, &err, "ZADD %s %s %s", lq_key_workers(q->r, workers), seen, q->c.worker_id)))
-        freeReplyObject(rep);
-}
-
-/* XCLAIM <stream> workers <wid> 0 <entries> JUSTID: our entries stop looking idle. */
-static void keep_alive(lq_queue *q) {
-    if (!q->jobs) return;
-    const char **argv = malloc(sizeof *argv * (size_t)(q->n_jobs + 6));
-    if (!argv) return;
-    for (qjob *j = q->jobs; j && lq_redis_up(q->r); j = j->next) {
-        int seen_before = 0;
-        for (qjob *k = q->jobs; k != j; k = k->next) seen_before |= !strcmp(k->stream, j->stream);
-        if (seen_before) continue; /* this stream's entries went with the first job on it */
-        int argc = 0;
-        argv[argc++] = "XCLAIM", argv[argc++] = j->stream, argv[argc++] = LQ_GROUP, argv[argc++] = q->c.worker_id;
-        argv[argc++] = "0";
-        for (qjob *k = j; k; k = k->next)
-            if (!strcmp(k->stream, j->stream)) argv[argc++] = k->entry;
-        argv[argc++] = "JUSTID";
-        lq_error err;
-        redisReply *rep = lq_redis_argv(q->r, argc, argv, NULL, &err);
-        if (rep) freeReplyObject(rep);
-        else if (lq_redis_up(q->r)) lq_log("keep-alive of %s: %s", j->stream, err.msg);
-    }
-    free(argv);
-}
-
 /* XAUTOCLAIM entries idle past CLAIM_MIN_IDLE_MS (their worker died) and start them. */
 static void auto_claim(lq_queue *q) {
     char idle[24];
@@ -996,9 +979,200 @@ static void housekeeping(lq_queue *q) {
     int64_t now = mono_ms();
     int idle = q->c.claim_min_idle_ms;
     if (lq_redis_up(q->r) && due(&q->t_discover, now, DISCOVER_MS)) discover(q);
-    if (lq_redis_up(q->r) && due(&q->t_heartbeat, now, HEARTBEAT_MS)) heartbeat(q);
-    if (lq_redis_up(q->r) && due(&q->t_keepalive, now, idle / 3 > 1 ? idle / 3 : 1)) keep_alive(q);
     if (lq_redis_up(q->r) && !q->draining && due(&q->t_autoclaim, now, idle / 4 > 50 ? idle / 4 : 50)) auto_claim(q);
+}
+
+/* ---- the keeper: heartbeat and keep-alive on a thread of their own ----
+ *
+ * A step can take long (a big prefill on a CPU), even longer than the claim
+ * threshold; if heartbeats and keep-alives waited for it between steps, other
+ * workers would take this worker's jobs away while it is still working on
+ * them. So a second thread with its own connection sends them, from a
+ * snapshot the main loop refreshes every turn. It vouches for the main loop
+ * only while the loop keeps turning: after STALL_MS (or 3 x
+ * CLAIM_MIN_IDLE_MS, if longer) without a turn, it goes quiet, the heartbeat
+ * expires and the entries become claimable, as a dead worker's would. */
+
+enum { STALL_MS = 60000 };
+
+static void keeper_snapshot_held(lq_queue *q) {
+    keeper *k = &q->k;
+    if (k->cap_held < q->n_jobs) {
+        held_entry *p = realloc(k->held, sizeof *p * (size_t)q->n_jobs);
+        if (!p) return; /* keep the old list: better than none */
+        k->held = p;
+        k->cap_held = q->n_jobs;
+    }
+    k->n_held = 0;
+    for (qjob *j = q->jobs; j; j = j->next, k->n_held++) {
+        snprintf(k->held[k->n_held].stream, sizeof k->held[k->n_held].stream, "%s", j->stream);
+        snprintf(k->held[k->n_held].entry, sizeof k->held[k->n_held].entry, "%s", j->entry);
+    }
+    q->held_dirty = 0;
+}
+
+/* Main thread, every turn: "still alive", and what the heartbeat should say. */
+static void keeper_update(lq_queue *q) {
+    keeper *k = &q->k;
+    const char *adapters = lq_scheduler_resident_list(q->s);
+    pthread_mutex_lock(&k->mu);
+    k->turn_ms = mono_ms();
+    k->running = lq_scheduler_running(q->s);
+    k->draining = q->draining;
+    k->rate = tokens_per_s(q);
+    k->total = q->tokens_total;
+    snprintf(k->adapters, sizeof k->adapters, "%s", adapters ? adapters : "");
+    if (q->held_dirty) keeper_snapshot_held(q);
+    pthread_mutex_unlock(&k->mu);
+}
+
+typedef struct heartbeat_view {
+    int running, draining;
+    double rate;
+    uint64_t total;
+    char adapters[sizeof ((keeper *)0)->adapters];
+} heartbeat_view;
+
+static void send_heartbeat(lq_queue *q, lq_redis *r, const heartbeat_view *v) {
+    char key[LQ_KEY_MAX], workers[LQ_KEY_MAX], seen[24], started[24], pid[16], running[16], capacity[16], rate[32],
+        total[24];
+    snprintf(seen, sizeof seen, "%lld", (long long)lq_time_ms());
+    snprintf(started, sizeof started, "%lld", (long long)q->started_ms);
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    snprintf(running, sizeof running, "%d", v->running);
+    snprintf(capacity, sizeof capacity, "%d", q->c.capacity);
+    snprintf(rate, sizeof rate, "%.1f", v->rate);
+    snprintf(total, sizeof total, "%llu", (unsigned long long)v->total);
+    const char *argv[] = {"HSET", lq_key_worker(r, q->c.worker_id, key), "id", q->c.worker_id, "host", q->host,
+                          "pid", pid, "device", q->c.device ? q->c.device : "cpu", "model", q->c.model ? q->c.model : "",
+                          "adapters", v->adapters, "running", running, "capacity", capacity, "tokens_per_s", rate,
+                          "tokens_total", total, "started_ms", started, "seen_ms", seen, "state",
+                          v->draining ? "draining" : "serving"};
+    lq_error err;
+    redisReply *rep = lq_redis_argv(r, (int)(sizeof argv / sizeof argv[0]), argv, NULL, &err);
+    if (rep) freeReplyObject(rep);
+    if (rep && (rep = lq_redis_cmd(r, &err, "PEXPIRE %s %d", key, HEARTBEAT_TTL_MS))) freeReplyObject(rep);
+    if (rep && (rep = lq_redis_cmd(r, &err, "ZADD %s %s %s", lq_key_workers(r, workers), seen, q->c.worker_id)))
+        freeReplyObject(rep);
+}
+
+/* XCLAIM <stream> workers <wid> 0 <entries> JUSTID, per stream: our entries stop looking idle. */
+static void send_keep_alive(lq_queue *q, lq_redis *r, const held_entry *held, int n) {
+    const char **argv = malloc(sizeof *argv * (size_t)(n + 6));
+    if (!argv) return;
+    for (int i = 0; i < n && lq_redis_up(r); i++) {
+        int seen_before = 0;
+        for (int k = 0; k < i && !seen_before; k++) seen_before = !strcmp(held[k].stream, held[i].stream);
+        if (seen_before) continue; /* this stream's entries went with its first one */
+        int argc = 0;
+        argv[argc++] = "XCLAIM", argv[argc++] = held[i].stream, argv[argc++] = LQ_GROUP, argv[argc++] = q->c.worker_id;
+        argv[argc++] = "0";
+        for (int k = i; k < n; k++)
+            if (!strcmp(held[k].stream, held[i].stream)) argv[argc++] = held[k].entry;
+        argv[argc++] = "JUSTID";
+        lq_error err;
+        redisReply *rep = lq_redis_argv(r, argc, argv, NULL, &err);
+        if (rep) freeReplyObject(rep);
+        else if (lq_redis_up(r)) lq_log("keep-alive of %s: %s", held[i].stream, err.msg);
+    }
+    free(argv);
+}
+
+static void wait_ms(keeper *k, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_cond_timedwait(&k->wake, &k->mu, &ts);
+}
+
+/* One tick of the keeper, called with k->mu held; drops it around Redis calls. */
+static void keeper_tick(lq_queue *q, int64_t *next_beat, int64_t *next_keep, int *stalled) {
+    keeper *k = &q->k;
+    int64_t now = mono_ms();
+    int idle = q->c.claim_min_idle_ms;
+    int stall_ms = 3 * idle > STALL_MS ? 3 * idle : STALL_MS;
+    if (now - k->turn_ms > stall_ms) {
+        if (!*stalled) lq_log("the main loop has not turned for %lld ms; no more heartbeats until it does",
+                              (long long)(now - k->turn_ms));
+        *stalled = 1;
+        return;
+    }
+    *stalled = 0;
+    int down = !lq_redis_up(k->r); /* only this thread touches k->r */
+    int beat = now >= *next_beat, keep = (now >= *next_keep || down) && k->n_held > 0;
+    if (!beat && !keep) return;
+    heartbeat_view v = {k->running, k->draining, k->rate, k->total, ""};
+    memcpy(v.adapters, k->adapters, sizeof v.adapters);
+    int n = keep ? k->n_held : 0;
+    held_entry *held = n ? malloc(sizeof *held * (size_t)n) : NULL;
+    if (held) memcpy(held, k->held, sizeof *held * (size_t)n);
+    pthread_mutex_unlock(&k->mu);
+    lq_error err;
+    if (down) lq_redis_connect(k->r, &err); /* one attempt per tick; then our entries first, they have been idle */
+    if (lq_redis_up(k->r)) {
+        if (keep && held) send_keep_alive(q, k->r, held, n);
+        if (beat) send_heartbeat(q, k->r, &v);
+    }
+    free(held);
+    pthread_mutex_lock(&k->mu);
+    if (!lq_redis_up(k->r)) {
+        *next_beat = *next_keep = mono_ms() + 250; /* retry soon, without spinning */
+        return;
+    }
+    if (beat) *next_beat = now + HEARTBEAT_MS;
+    if (keep) *next_keep = now + (idle / 3 > 1 ? idle / 3 : 1);
+}
+
+static void *keeper_main(void *arg) {
+    lq_queue *q = arg;
+    keeper *k = &q->k;
+    int64_t next_beat = 0, next_keep = 0;
+    int stalled = 0;
+    pthread_mutex_lock(&k->mu);
+    while (!k->stop) {
+        keeper_tick(q, &next_beat, &next_keep, &stalled);
+        if (k->stop) break;
+        int64_t now = mono_ms(), next = next_beat < next_keep ? next_beat : next_keep;
+        int wait = next > now ? (int)(next - now) : 0;
+        wait_ms(k, wait < 10 ? 10 : wait > HEARTBEAT_MS ? HEARTBEAT_MS : wait);
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+static int keeper_start(lq_queue *q, lq_error *err) {
+    keeper *k = &q->k;
+    if (!(k->r = lq_redis_clone(q->r, err))) return -1;
+    /* Signals are for the main thread (they cut its waits short): the keeper starts with them blocked. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = pthread_create(&k->thread, NULL, keeper_main, q);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        lq_redis_free(k->r);
+        k->r = NULL;
+        return lq_fail(err, "cannot start the heartbeat thread");
+    }
+    k->started = 1;
+    return 0;
+}
+
+static void keeper_stop(lq_queue *q) {
+    keeper *k = &q->k;
+    if (!k->started) return;
+    pthread_mutex_lock(&k->mu);
+    k->stop = 1;
+    pthread_cond_signal(&k->wake);
+    pthread_mutex_unlock(&k->mu);
+    pthread_join(k->thread, NULL);
+    k->started = 0;
+    lq_redis_free(k->r);
+    k->r = NULL;
 }
 
 /* ---- the loop ---- */
@@ -1013,9 +1187,7 @@ static int reconnect(lq_queue *q, volatile sig_atomic_t *drain, volatile sig_ato
     if (lq_redis_connect_retry(q->r, idle ? drain : quit, log_line, &err)) return -1;
     lq_log("%sconnected to redis %s", again, lq_redis_url_text(q->r));
     q->connected_once = 1;
-    /* Catch up at once: our entries first (they have been idle), then the rest. */
-    keep_alive(q);
-    q->t_keepalive = q->t_heartbeat = q->t_discover = 0;
+    q->t_discover = 0; /* catch up at once */
     return 0;
 }
 
@@ -1028,26 +1200,36 @@ static void remove_heartbeat(lq_queue *q) {
         freeReplyObject(rep);
 }
 
-int lq_queue_run(lq_queue *q, volatile sig_atomic_t *drain, volatile sig_atomic_t *quit, lq_error *err) {
-    while (!*quit) {
-        if (!lq_redis_up(q->r) && reconnect(q, drain, quit)) break;
-        if (deliver(q)) continue;
-        if (*drain && !q->draining) {
-            q->draining = 1;
-            q->t_heartbeat = 0;
-            lq_log("draining: no new jobs; finishing %d running", q->n_jobs);
-        }
-        housekeeping(q);
-        if (!lq_redis_up(q->r)) continue;
-        int busy = lq_scheduler_running(q->s) > 0 || q->jobs;
-        if (q->draining && !busy) break;
-        if (!q->draining) read_new(q, !busy);
-        if (!lq_redis_up(q->r)) continue;
-        if (step(q, err) < 0) {
-            lq_log("engine failure: %s", err->msg);
-            return -1;
-        }
+/* One turn of the loop (see the top of the file). 1: stop; -1: engine failure. */
+static int turn(lq_queue *q, volatile sig_atomic_t *drain, volatile sig_atomic_t *quit, lq_error *err) {
+    keeper_update(q);
+    if (!lq_redis_up(q->r) && reconnect(q, drain, quit)) return 1;
+    if (deliver(q)) return 0;
+    if (*drain && !q->draining) {
+        q->draining = 1;
+        lq_log("draining: no new jobs; finishing %d running", q->n_jobs);
     }
+    housekeeping(q);
+    if (!lq_redis_up(q->r)) return 0;
+    int busy = lq_scheduler_running(q->s) > 0 || q->jobs;
+    if (q->draining && !busy) return 1;
+    if (!q->draining) read_new(q, !busy);
+    if (!lq_redis_up(q->r)) return 0;
+    if (step(q, err) < 0) {
+        lq_log("engine failure: %s", err->msg);
+        return -1;
+    }
+    return 0;
+}
+
+int lq_queue_run(lq_queue *q, volatile sig_atomic_t *drain, volatile sig_atomic_t *quit, lq_error *err) {
+    keeper_update(q);
+    if (keeper_start(q, err)) return -1;
+    int rc = 0;
+    while (!*quit && (rc = turn(q, drain, quit, err)) == 0) {
+    }
+    keeper_stop(q);
+    if (rc < 0) return -1;
     if (lq_redis_up(q->r)) remove_heartbeat(q);
     lq_log("stopped: %llu jobs finished, %llu failed, %llu tokens generated%s", (unsigned long long)q->finished,
            (unsigned long long)q->failed, (unsigned long long)q->tokens_total,
@@ -1074,12 +1256,18 @@ lq_queue *lq_queue_new(lq_redis *r, lq_scheduler *s, const lq_queue_config *c, l
     lq_key_dead(r, q->k_dead);
     lq_key_queues(r, q->k_queues);
     q->started_ms = lq_time_ms();
+    pthread_mutex_init(&q->k.mu, NULL);
+    pthread_cond_init(&q->k.wake, NULL);
     return q;
 }
 
 void lq_queue_free(lq_queue *q) {
     if (!q) return;
+    keeper_stop(q);
     while (q->jobs) job_forget(q, q->jobs);
     free(q->streams);
+    free(q->k.held);
+    pthread_mutex_destroy(&q->k.mu);
+    pthread_cond_destroy(&q->k.wake);
     free(q);
 }
