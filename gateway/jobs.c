@@ -30,11 +30,15 @@ typedef struct job_opts {
 
 static void opts_read(job_opts *o, const char *request) {
     memset(o, 0, sizeof *o);
+    o->tgi.may_stop = 1; /* a job from elsewhere (lorq submit) may end anyhow */
     o->json = request ? json_loads(request, 0, NULL) : NULL;
     if (!json_is_object(o->json)) return;
     o->tgi.details = json_is_true(json_object_get(o->json, "details"));
     o->tgi.decoder_input_details = json_is_true(json_object_get(o->json, "decoder_input_details"));
     o->tgi.return_full_text = json_is_true(json_object_get(o->json, "return_full_text"));
+    json_t *mnt = json_object_get(o->json, "max_new_tokens"), *stop = json_object_get(o->json, "stop");
+    o->tgi.max_new_tokens = json_is_integer(mnt) ? (int)json_integer_value(mnt) : 0;
+    o->tgi.may_stop = json_is_boolean(stop) ? json_is_true(stop) : 1;
     json_t *in = json_object_get(o->json, "inputs");
     if (json_is_string(in)) o->tgi.inputs = json_string_value(in), o->tgi.inputs_len = json_string_length(in);
 }
@@ -74,15 +78,6 @@ static void on_created(redisReply *reply, void *priv) {
     free(c);
 }
 
-static char *meta_of(const lq_gw_request *rq) {
-    json_t *m = json_pack("{s:b, s:b, s:b}", "details", rq->details, "decoder_input_details", rq->decoder_input_details,
-                          "return_full_text", rq->return_full_text);
-    if (m && rq->return_full_text) json_object_set_new(m, "inputs", json_stringn(rq->inputs, rq->inputs_len));
-    char *text = m ? lq_json_text(m) : NULL;
-    json_decref(m);
-    return text;
-}
-
 /* Tokenized, encoded and sent; the reply comes in on_created. */
 static int submit_job(lq_gw *gw, struct evhttp_request *req, lq_gw_request *rq, lq_gw_error *e) {
     int32_t *ids = NULL;
@@ -94,7 +89,7 @@ static int submit_job(lq_gw *gw, struct evhttp_request *req, lq_gw_request *rq, 
     lq_job job = {0};
     lq_buf buf = {0};
     lq_error err = {{0}};
-    char *meta = meta_of(rq);
+    char *meta = lq_session_request_meta(rq);
     int rc = -1;
     if (!c || !meta) {
         lq_gw_fail(e, 500, "internal", "out of memory");

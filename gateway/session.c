@@ -260,10 +260,10 @@ lq_session *lq_session_new(lq_gw *gw, struct evhttp_request *req, const char *ro
     return s;
 }
 
-/* What GET /v1/jobs/{id} needs to answer like this request's /generate would. */
-static char *request_meta(const lq_gw_request *rq) {
-    json_t *m = json_pack("{s:b, s:b, s:b}", "details", rq->details, "decoder_input_details", rq->decoder_input_details,
-                          "return_full_text", rq->return_full_text);
+char *lq_session_request_meta(const lq_gw_request *rq) {
+    json_t *m = json_pack("{s:b, s:b, s:b, s:i, s:b}", "details", rq->details, "decoder_input_details",
+                          rq->decoder_input_details, "return_full_text", rq->return_full_text, "max_new_tokens",
+                          rq->max_new_tokens, "stop", rq->params.n_stop > 0);
     if (m && rq->return_full_text && rq->inputs) json_object_set_new(m, "inputs", json_stringn(rq->inputs, rq->inputs_len));
     char *text = m ? lq_json_text(m) : NULL;
     json_decref(m);
@@ -299,7 +299,7 @@ static int enqueue(lq_session *s, const int32_t *ids, int n, lq_gw_error *e) {
         lq_buf_free(&buf);
         return lq_gw_fail(e, 500, "internal", "cannot encode the job: %s", err.msg);
     }
-    char *meta = request_meta(&s->rq);
+    char *meta = lq_session_request_meta(&s->rq);
     lq_relay_job rj = {s->id, s->rq.adapter, job.tenant, buf.data, buf.len, meta, job.deadline_ms};
     s->relay = lq_relay_submit(gw, &rj, &RELAY_OPS, s, e);
     free(meta);

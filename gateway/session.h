@@ -77,6 +77,11 @@ void lq_session_end_stream(lq_session *s, int status);              /* ends the 
 /* The HTTP status and error for a failed end event (error_type -> 4xx/5xx). */
 void lq_session_end_error(const lq_event *ev, lq_gw_error *e);
 
+/* What GET /v1/jobs/{id} and its stream need to answer the way this request
+ * asked (details, return_full_text and the prompt for it, max_new_tokens,
+ * whether stop sequences may end it): JSON for the record's `request`. */
+char *lq_session_request_meta(const lq_gw_request *rq);
+
 double lq_now_s(void);
 
 #endif

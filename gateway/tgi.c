@@ -154,9 +154,15 @@ int lq_tgi_stream_init(lq_tgi_stream *st, struct event_base *base, const lq_toke
 
 void lq_tgi_stream_token(lq_tgi_stream *st, lq_event *ev) {
     if (st->has_held) send_held(st, NULL);
+    int must_be_last = ev->special || (st->opts.max_new_tokens && ev->index + 1 >= st->opts.max_new_tokens);
     st->held = *ev;
     memset(ev, 0, sizeof *ev);
     st->has_held = 1;
+    if (must_be_last) return; /* the end event follows: wait for it */
+    if (!st->opts.may_stop) {
+        send_held(st, NULL); /* cannot be the last: no reason to wait */
+        return;
+    }
     struct timeval tv = {0, HOLD_MS * 1000};
     evtimer_add(st->timer, &tv);
 }
@@ -197,8 +203,8 @@ typedef struct tgi_state {
 } tgi_state;
 
 static lq_tgi_opts opts_of(const lq_session *s) {
-    lq_tgi_opts o = {s->rq.details, s->rq.decoder_input_details, s->rq.return_full_text, s->rq.inputs,
-                     s->rq.inputs_len, s->n_prompt};
+    lq_tgi_opts o = {s->rq.details,   s->rq.decoder_input_details, s->rq.return_full_text, s->rq.inputs,
+                     s->rq.inputs_len, s->n_prompt, s->rq.max_new_tokens, s->rq.params.n_stop > 0};
     return o;
 }
 
@@ -255,7 +261,9 @@ static void send_sse(void *arg, const json_t *ev) {
 
 static void stream_started(lq_session *s) {
     tgi_state *st = s->api;
+    /* Known only now that the prompt is tokenized (the default max_new_tokens depends on it). */
     st->stream.opts.n_input = s->n_prompt;
+    st->stream.opts.max_new_tokens = s->rq.max_new_tokens;
     lq_session_start_stream(s);
 }
 

@@ -6,13 +6,20 @@
  * generated_text and, when asked, details.
  *
  * That last point does not fit the wire protocol exactly: a worker's end
- * event follows its last token event, so the gateway cannot know a token is
- * the last when it arrives. A stream therefore holds each token back until
- * the next event or HOLD_MS, whichever comes first. The worker sends the
- * last token and the end event in the same step, so they almost always
- * meet; when the end comes later, the closing event carries an empty
- * special token (id of the last token, text "") so that no text is sent
- * twice. */
+ * event follows its last token event, so a token's event cannot say it is
+ * the last one when it arrives. The stream therefore holds back only the
+ * tokens that may be last:
+ *
+ *   - a token that must be the last (index max_new_tokens - 1, or a special
+ *     token such as EOS) waits for the next event, however long it takes;
+ *   - with stop sequences, any token may be the last: it waits for the next
+ *     event or HOLD_MS, whichever comes first (the worker sends the last
+ *     token and the end event in the same step, so they nearly always meet);
+ *   - every other token goes out at once.
+ *
+ * When the end comes after a token was let go, the closing event carries an
+ * empty special token (id of the last token, text "") so that no text is
+ * sent twice. */
 #ifndef LORQ_GW_TGI_H
 #define LORQ_GW_TGI_H
 
@@ -27,7 +34,9 @@ typedef struct lq_tgi_opts {
     int details, decoder_input_details, return_full_text;
     const char *inputs; /* for return_full_text */
     size_t inputs_len;
-    int n_input; /* prompt tokens (stream details' input_length) */
+    int n_input;        /* prompt tokens (stream details' input_length) */
+    int max_new_tokens; /* 0: unknown */
+    int may_stop;       /* stop sequences (or who knows) may end the job at any token */
 } lq_tgi_opts;
 
 /* {"id", "text", "logprob", "special"} */
