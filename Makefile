@@ -1,10 +1,11 @@
 # lorq — build, setup and test entry points.
 #
-#   make            build bin/: lorq (CLI), lorq-worker, lorq-gateway
+#   make            build bin/: lorq (CLI), lorq-worker, lorq-gateway, lorq-autoscaler
 #   make setup      install Debian packages, the Python test venv and the bundled model
 #   make test       setup, then every test (C units under ASan/UBSan, Python integration, short fuzz runs)
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make bench-cpu  CPU prefill/decode throughput against the memory-bandwidth bound
+#   make run        setup, build, then bin/lorq serve: Redis, gateway and workers (Ctrl-C stops them)
 #
 # Sources are found by wildcard: a new common/*.c joins libcommon, a new cli/*.c
 # joins $(BIN)/lorq, a new tests/unit/test_*.c becomes a unit-test binary and a new
