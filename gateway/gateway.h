@@ -16,6 +16,7 @@
 #include "rclient.h"
 #include "redis.h"
 #include "tokenizer.h"
+#include "tokpool.h"
 #include "validate.h"
 
 typedef struct lq_metrics lq_metrics;
@@ -25,6 +26,7 @@ typedef struct lq_gw {
     lq_gw_limits limits;
     char model_name[256]; /* the model folder's last path component */
     lq_tokenizer *tok;
+    lq_tokpool *tokpool; /* long prompts are tokenized there, off the loop */
     lq_chat_template *chat; /* NULL: the model has no usable chat template */
     char chat_error[512];   /* why chat is NULL */
     struct event_base *base;

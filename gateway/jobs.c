@@ -53,11 +53,24 @@ static void send_location(struct evhttp_request *req, const char *id) {
 
 /* ---- POST /v1/jobs ---- */
 
+/* One submission from the body to the 202: the request is parsed, its prompt
+ * tokenized (on a tokenizer thread when long), the job encoded and enqueued. */
 typedef struct create_req {
+    lq_gw *gw;
     struct evhttp_request *req;
+    lq_gw_request rq;
     char id[LQ_JOB_ID_MAX + 1];
-    char adapter[LQ_ADAPTER_ID_MAX + 1];
 } create_req;
+
+static void create_free(create_req *c) {
+    lq_gw_request_clear(&c->rq);
+    free(c);
+}
+
+static void create_fail(create_req *c, const lq_gw_error *e) {
+    lq_http_send_error(c->req, e);
+    create_free(c);
+}
 
 static void on_created(redisReply *reply, void *priv) {
     create_req *c = priv;
@@ -67,7 +80,7 @@ static void on_created(redisReply *reply, void *priv) {
     } else if (word && !strcmp(word, "ok")) {
         send_location(c->req, c->id);
         lq_http_send_json(c->req, 202,
-                          json_pack("{s:s, s:s, s:s}", "id", c->id, "status", "queued", "adapter_id", c->adapter));
+                          json_pack("{s:s, s:s, s:s}", "id", c->id, "status", "queued", "adapter_id", c->rq.adapter));
     } else if (word && !strcmp(word, "full")) {
         char msg[200];
         snprintf(msg, sizeof msg, "Model is overloaded: the queue is full (%lld jobs waiting)", lq_reply_int(reply, 1));
@@ -75,29 +88,20 @@ static void on_created(redisReply *reply, void *priv) {
     } else {
         lq_http_error(c->req, 500, "internal", reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected enqueue reply");
     }
-    free(c);
+    create_free(c);
 }
 
-/* Tokenized, encoded and sent; the reply comes in on_created. */
-static int submit_job(lq_gw *gw, struct evhttp_request *req, lq_gw_request *rq, lq_gw_error *e) {
-    int32_t *ids = NULL;
-    int n = 0;
-    if (lq_gw_prepare_prompt(gw->tok, &gw->limits, rq, rq->inputs, rq->inputs_len, rq->add_special_tokens, &ids, &n, e))
-        return -1;
-    create_req *c = calloc(1, sizeof *c);
+/* Encodes and enqueues; the answer comes in on_created. Takes ids. */
+static void enqueue_job(create_req *c, int32_t *ids, int n) {
+    lq_gw *gw = c->gw;
+    lq_gw_request *rq = &c->rq;
     int64_t now = lq_time_ms();
     lq_job job = {0};
     lq_buf buf = {0};
     lq_error err = {{0}};
+    lq_gw_error e;
     char *meta = lq_session_request_meta(rq);
-    int rc = -1;
-    if (!c || !meta) {
-        lq_gw_fail(e, 500, "internal", "out of memory");
-        goto out;
-    }
-    c->req = req;
     lq_gw_new_job_id(now, c->id);
-    snprintf(c->adapter, sizeof c->adapter, "%s", rq->adapter);
     job.id = c->id;
     job.tenant = "";
     job.adapter = rq->adapter;
@@ -107,36 +111,65 @@ static int submit_job(lq_gw *gw, struct evhttp_request *req, lq_gw_request *rq, 
     job.params = rq->params;
     job.created_ms = now;
     job.deadline_ms = gw->cfg.request_timeout_s ? now + gw->cfg.request_timeout_s * 1000LL : 0;
-    if (lq_job_encode(&job, &buf, &err)) {
-        lq_gw_fail(e, 500, "internal", "cannot encode the job: %s", err.msg);
-        goto out;
+    if (!meta) {
+        lq_gw_fail(&e, 500, "internal", "out of memory");
+        create_fail(c, &e);
+    } else if (lq_job_encode(&job, &buf, &err)) {
+        lq_gw_fail(&e, 500, "internal", "cannot encode the job: %s", err.msg);
+        create_fail(c, &e);
+    } else {
+        lq_relay_job rj = {c->id, rq->adapter, "", buf.data, buf.len, meta, job.deadline_ms};
+        if (lq_job_enqueue(gw, &rj, on_created, c)) {
+            lq_gw_fail(&e, 503, "unavailable", "Redis is unreachable; try again shortly");
+            create_fail(c, &e);
+        }
     }
-    lq_relay_job rj = {c->id, rq->adapter, "", buf.data, buf.len, meta, job.deadline_ms};
-    if (lq_job_enqueue(gw, &rj, on_created, c)) {
-        lq_gw_fail(e, 503, "unavailable", "Redis is unreachable; try again shortly");
-        goto out;
-    }
-    c = NULL;
-    rc = 0;
-out:
-    free(c);
     free(ids);
     free(meta);
     lq_buf_free(&buf);
-    return rc;
+}
+
+static void on_job_tokenized(void *arg, int32_t *raw, size_t n_raw, const char *error) {
+    create_req *c = arg;
+    lq_gw_error e;
+    int32_t *ids;
+    int n;
+    if (error) {
+        lq_gw_fail(&e, 422, "validation", "tokenizer error %s", error);
+        create_fail(c, &e);
+    } else if (lq_gw_finish_prompt(&c->gw->limits, &c->rq, raw, n_raw, &ids, &n, &e)) {
+        create_fail(c, &e);
+    } else {
+        enqueue_job(c, ids, n);
+    }
 }
 
 void lq_route_job_create(lq_gw *gw, struct evhttp_request *req, const char *arg) {
     (void)arg;
     lq_gw_error e;
-    lq_gw_request rq;
     const char *body;
     size_t len;
-    memset(&rq, 0, sizeof rq);
-    if (lq_http_body(gw, req, &body, &len, &e) || lq_gw_parse_generate(body, len, &gw->limits, 0, &rq, &e) ||
-        submit_job(gw, req, &rq, &e))
-        lq_http_send_error(req, &e);
-    lq_gw_request_clear(&rq);
+    create_req *c = calloc(1, sizeof *c);
+    if (!c) {
+        lq_http_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    c->gw = gw;
+    c->req = req; /* a non-streaming request: evhttp keeps it until it is answered */
+    if (lq_http_body(gw, req, &body, &len, &e) || lq_gw_parse_generate(body, len, &gw->limits, 0, &c->rq, &e)) {
+        create_fail(c, &e);
+        return;
+    }
+    lq_gw_request *rq = &c->rq;
+    if (rq->inputs_len >= LQ_TOKPOOL_MIN_BYTES && gw->tokpool &&
+        lq_tokpool_encode(gw->tokpool, rq->inputs, rq->inputs_len, rq->add_special_tokens, on_job_tokenized, c) == 0)
+        return;
+    int32_t *ids;
+    int n;
+    if (lq_gw_prepare_prompt(gw->tok, &gw->limits, rq, rq->inputs, rq->inputs_len, rq->add_special_tokens, &ids, &n, &e))
+        create_fail(c, &e);
+    else
+        enqueue_job(c, ids, n);
 }
 
 /* ---- GET /v1/jobs/{id} ---- */

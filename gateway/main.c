@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "gateway.h"
@@ -119,6 +120,12 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     if (drain_timer) event_add(drain_timer, &tv);
 }
 
+/* Threads for long prompts: the cores the loop leaves, 1 to 4. */
+static int tokenizer_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN) - 1;
+    return n < 1 ? 1 : n > 4 ? 4 : (int)n;
+}
+
 static void cleanup(lq_gw *gw, struct event **sigs, int n_sigs) {
     for (int i = 0; i < n_sigs; i++)
         if (sigs[i]) event_free(sigs[i]);
@@ -128,6 +135,7 @@ static void cleanup(lq_gw *gw, struct event **sigs, int n_sigs) {
     gw->rc = NULL;
     if (gw->http) evhttp_free(gw->http);
     lq_redis_free(gw->names);
+    lq_tokpool_free(gw->tokpool);
     lq_metrics_free(gw->metrics);
     lq_chat_free(gw->chat);
     tok_free(gw->tok);
@@ -151,6 +159,8 @@ int main(int argc, char **argv) {
     struct event *sigs[2] = {NULL, NULL};
     if (!rc && !(gw.base = event_base_new())) rc = fail_start("", "cannot create the event loop", 1);
     if (!rc && !(gw.metrics = lq_metrics_new())) rc = fail_start("", "out of memory", 1);
+    if (!rc && !(gw.tokpool = lq_tokpool_new(gw.base, gw.tok, tokenizer_threads(), &err)))
+        rc = fail_start("", err.msg, 1);
     if (!rc) rc = connect_redis(&gw);
     if (!rc && lq_server_start(&gw, &err)) rc = fail_start("", err.msg, 1);
     if (!rc) {

@@ -113,7 +113,7 @@ static void client_gone(lq_session *s) {
     s->status = 499; /* nginx's "client closed request", for the metrics */
     lq_relay_close(s->relay, !s->follower);
     s->relay = NULL;
-    finish(s);
+    if (!s->tokenizing) finish(s); /* else the tokenizer's callback will */
 }
 
 static void on_close(struct evhttp_connection *evcon, void *arg) {
@@ -307,18 +307,52 @@ static int enqueue(lq_session *s, const int32_t *ids, int n, lq_gw_error *e) {
     return s->relay ? 0 : -1;
 }
 
-void lq_session_submit(lq_session *s, const char *text, size_t len, int add_special) {
+/* The prompt's ids are known and checked: queue the job. */
+static void submit_ids(lq_session *s, int32_t *ids, int n) {
     lq_gw_error e;
-    int32_t *ids = NULL;
-    int n = 0;
-    if (lq_gw_prepare_prompt(s->gw->tok, &s->gw->limits, &s->rq, text, len, add_special, &ids, &n, &e)) {
-        lq_session_reject(s, &e);
-        return;
-    }
     s->n_prompt = n;
     int rc = enqueue(s, ids, n, &e);
     free(ids);
     if (rc) lq_session_reject(s, &e);
+}
+
+/* A long prompt comes back from the tokenizer threads. */
+static void on_tokenized(void *arg, int32_t *raw, size_t n_raw, const char *error) {
+    lq_session *s = arg;
+    s->tokenizing = 0;
+    if (!s->req) { /* the client left meanwhile */
+        free(raw);
+        finish(s);
+        return;
+    }
+    lq_gw_error e;
+    int32_t *ids;
+    int n;
+    if (error) {
+        lq_gw_fail(&e, 422, "validation", "tokenizer error %s", error);
+        lq_session_reject(s, &e);
+    } else if (lq_gw_finish_prompt(&s->gw->limits, &s->rq, raw, n_raw, &ids, &n, &e)) {
+        lq_session_reject(s, &e);
+    } else {
+        submit_ids(s, ids, n);
+    }
+}
+
+void lq_session_submit(lq_session *s, const char *text, size_t len, int add_special) {
+    lq_gw_error e;
+    int32_t *ids = NULL;
+    int n = 0;
+    if (text && len >= LQ_TOKPOOL_MIN_BYTES && s->gw->tokpool) {
+        if (lq_tokpool_encode(s->gw->tokpool, text, len, add_special, on_tokenized, s) == 0) {
+            s->tokenizing = 1;
+            return;
+        }
+    }
+    if (lq_gw_prepare_prompt(s->gw->tok, &s->gw->limits, &s->rq, text, len, add_special, &ids, &n, &e)) {
+        lq_session_reject(s, &e);
+        return;
+    }
+    submit_ids(s, ids, n);
 }
 
 void lq_session_follow(lq_session *s, const char *id) {

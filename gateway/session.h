@@ -49,6 +49,7 @@ struct lq_session {
     int status;    /* the HTTP status answered (metrics) */
     double t_start, t_first, t_last; /* seconds (monotonic) */
     struct event *eof_watch;
+    int tokenizing;    /* a tokenizer thread has the prompt: the session outlives its client until it returns */
     int follower;      /* follows an existing job (GET /v1/jobs/{id}/stream): leaving does not cancel it */
     char *job_request; /* a followed job's `request` field (JSON), or NULL */
     void *api;         /* the formatter's own state */

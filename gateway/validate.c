@@ -381,6 +381,18 @@ static int check_lengths(const lq_gw_limits *lim, lq_gw_request *r, size_t n, lq
     return 0;
 }
 
+int lq_gw_finish_prompt(const lq_gw_limits *lim, lq_gw_request *r, int32_t *ids, size_t n, int32_t **out, int *n_out,
+                        lq_gw_error *e) {
+    truncate_left(ids, &n, r->truncate);
+    if (check_lengths(lim, r, n, e)) {
+        free(ids);
+        return -1;
+    }
+    *out = ids;
+    *n_out = (int)n;
+    return 0;
+}
+
 int lq_gw_prepare_prompt(const lq_tokenizer *tok, const lq_gw_limits *lim, lq_gw_request *r, const char *text,
                          size_t len, int add_special, int32_t **ids, int *n_ids, lq_gw_error *e) {
     int32_t *v = NULL;
@@ -392,14 +404,7 @@ int lq_gw_prepare_prompt(const lq_tokenizer *tok, const lq_gw_limits *lim, lq_gw
     } else {
         lq_error err = {{0}};
         if (tok_encode(tok, text ? text : "", text ? len : 0, add_special, &v, &n, &err))
-            return invalid(e, "tokenizer error %s", err.msg);
+            return lq_gw_fail(e, 422, "validation", "tokenizer error %s", err.msg);
     }
-    truncate_left(v, &n, r->truncate);
-    if (check_lengths(lim, r, n, e)) {
-        free(v);
-        return -1;
-    }
-    *ids = v;
-    *n_ids = (int)n;
-    return 0;
+    return lq_gw_finish_prompt(lim, r, v, n, ids, n_ids, e);
 }

@@ -85,6 +85,12 @@ int lq_gw_resolve_adapter(const lq_gw_limits *lim, const char *name, const char 
 int lq_gw_prepare_prompt(const lq_tokenizer *tok, const lq_gw_limits *lim, lq_gw_request *r, const char *text,
                          size_t len, int add_special, int32_t **ids, int *n_ids, lq_gw_error *e);
 
+/* The second half of lq_gw_prepare_prompt, for ids tokenized elsewhere (a
+ * tokenizer thread): truncate, check, default max_new_tokens. Takes ids
+ * (freed on error). */
+int lq_gw_finish_prompt(const lq_gw_limits *lim, lq_gw_request *r, int32_t *ids, size_t n, int32_t **out, int *n_out,
+                        lq_gw_error *e);
+
 /* Internal to validate*.c: typed field readers that fill e with a message
  * naming the field's path ("parameters.top_k"). Each returns 1 when the
  * field is present (not null), 0 when absent, -1 on a type error. */

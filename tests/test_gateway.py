@@ -382,6 +382,24 @@ def test_bad_requests_get_tgi_errors(stack):
     assert got == 200 and out["details"]["generated_tokens"] == 2
     got, _, out = request(stack.url, "POST", "/generate", {"inputs": "a", "parameters": {"max_new_tokens": 4096}})
     assert got == 422 and "`inputs` tokens + `max_new_tokens` must be <= 4096" in out["error"]
+    # Long prompts are tokenized off the event loop: /health answers while two of them are.
+    big = json.dumps({"inputs": "a" * 1_900_000, "parameters": {"max_new_tokens": 1}}).encode()
+    done = {}
+
+    def send_big(i):
+        done[i] = (request(stack.url, "POST", "/generate", big), time.time())
+
+    threads = [threading.Thread(target=send_big, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    assert request(stack.url, "GET", "/health")[0] == 200
+    health_done = time.time()
+    for t in threads:
+        t.join(120)
+    for (status, _, out), finished in done.values():
+        assert status == 422 and "`inputs` tokens + `max_new_tokens` must be <= 4096" in out["error"]
+    assert health_done < max(finished for _, finished in done.values())
     # Streams refuse what they cannot do, before streaming.
     got, _, out = sse(stack.url, "/generate_stream", {"inputs": "a", "parameters": {"decoder_input_details": True}})
     assert got == 422 and "not supported when streaming" in out["error"]
