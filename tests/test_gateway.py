@@ -556,6 +556,7 @@ def test_200_concurrent_streams(stack, ref):
         barrier.wait()
         results[i] = sse(stack.url, "/generate_stream", {"inputs": prompt, "parameters": params}, timeout=300)
 
+    cpu0 = {p: cpu_seconds(p) for p in (stack.gateway, stack.worker)}
     t0 = time.time()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(len(cases))]
     for t in threads:
@@ -571,7 +572,15 @@ def test_200_concurrent_streams(stack, ref):
         assert [e["token"]["id"] for e in events] == want["ids"], (prompt, adapter)
         assert events[-1]["generated_text"] == want["text"]
         assert events[-1]["details"]["generated_tokens"] == len(want["ids"])
-    print(f"200 streams over {len(adapters)} adapters in {elapsed:.1f} s")
+    gw_cpu, worker_cpu = (cpu_seconds(p) - cpu0[p] for p in (stack.gateway, stack.worker))
+    print(f"200 streams over {len(adapters)} adapters in {elapsed:.1f} s; CPU: gateway {gw_cpu:.2f} s, "
+          f"worker {worker_cpu:.2f} s ({100 * gw_cpu / max(worker_cpu, 1e-9):.1f}%)")
+
+
+def cpu_seconds(proc):
+    """User + system CPU time of a LorqProcess so far (Linux /proc)."""
+    fields = open(f"/proc/{proc.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------- metrics ----------
