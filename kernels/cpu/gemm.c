@@ -20,6 +20,7 @@
  * row kernels live here too, built on the same vector types and fold. */
 #include "gemm.h"
 
+#include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,13 +159,19 @@ DEFINE_ATTN_OPS(generic, v8, 8, )
  * fixed order, adds the scalar tail; expand sums rank terms in order 0..r-1
  * per output column, then adds scale times that to y. */
 
+/* Widening loads: WIDTH weights at p as f32 lanes (macros, so that they take the
+ * target of the kernel they expand in). bf16 zero-extends each 16-bit value into a
+ * 32-bit lane and shifts it up: one vpmovzxwd and one vpslld. */
 typedef uint16_t v8h __attribute__((vector_size(16), aligned(2)));
-typedef uint16_t v16h __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
-typedef uint32_t v16u __attribute__((vector_size(64)));
+#define ld_f32_avx512(p) (*(const v16 *)(p))
+#define ld_f32_avx2(p) (*(const v8 *)(p))
+#define ld_f32_generic(p) (*(const v8 *)(p))
+#define ld_bf16_avx512(p) ((v16)_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define ld_bf16_avx2(p) ((v8)_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+#define ld_bf16_generic(p) ((v8)(__builtin_convertvector(*(const v8h *)(p), v8u) << 16))
 
-#define LD_f32(VEC, VECH, VECU, p, j) (*(const VEC *)((p) + (j)))
-#define LD_bf16(VEC, VECH, VECU, p, j) ((VEC)(__builtin_convertvector(*(const VECH *)((p) + (j)), VECU) << 16))
+#define LD(SUFFIX, DT, p, j) ld_##DT##_##SUFFIX((p) + (j))
 #define EL_f32(p, j) ((p)[j])
 #define EL_bf16(p, j) lq_bf16_to_f32((p)[j])
 
@@ -172,7 +179,7 @@ enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hid
 
 /* Shrink for TX x rows: t[a][k] = x[a] · A[k] for k < rank, KT rows of A at a time (a ragged
  * edge repeats the last row and drops the result). */
-#define DEFINE_LORA_SHRINK(NAME, VEC, VECH, VECU, WIDTH, FOLD, TX, KT, WT, DT, ATTR)                                   \
+#define DEFINE_LORA_SHRINK(NAME, SUFFIX, VEC, WIDTH, FOLD, TX, KT, WT, DT, ATTR)                                     \
     ATTR static void NAME(float *t, int ldt, const float *x, int ldx, const void *A, int rank, int cols) {           \
         for (int k0 = 0; k0 < rank; k0 += KT) {                                                                      \
             const WT *ar[KT];                                                                                        \
@@ -184,7 +191,7 @@ enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hid
             int j = 0;                                                                                               \
             for (; j + WIDTH <= cols; j += WIDTH) {                                                                  \
                 VEC av[KT], xv[TX];                                                                                  \
-                _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) av[b] = LD_##DT(VEC, VECH, VECU, ar[b], j);     \
+                _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) av[b] = LD(SUFFIX, DT, ar[b], j);             \
                 _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) xv[a] = *(const VEC *)(x + (size_t)a * ldx + j); \
                 _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                 \
                     _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) acc[a][b] += xv[a] * av[b];                 \
@@ -200,7 +207,7 @@ enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hid
 
 /* Expand for TX rows: y[a][o] += scale · Σ_k t[a][k] · B[k][o], B [rank][cols]. Four vectors
  * of outputs per row at a time, so the rank-long sums run as independent chains. */
-#define DEFINE_LORA_EXPAND(NAME, VEC, VECH, VECU, WIDTH, TX, WT, DT, ATTR)                                             \
+#define DEFINE_LORA_EXPAND(NAME, SUFFIX, VEC, WIDTH, TX, WT, DT, ATTR)                                               \
     ATTR static void NAME(float *y, int ldy, const float *t, int ldt, const void *Bv, int rank, int cols,            \
                           float scale) {                                                                             \
         const WT *B = Bv;                                                                                            \
@@ -212,7 +219,7 @@ enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hid
             for (int k = 0; k < rank; k++) {                                                                         \
                 const WT *br = B + (size_t)k * cols + o;                                                             \
                 VEC bv[4];                                                                                           \
-                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) bv[c] = LD_##DT(VEC, VECH, VECU, br, c * WIDTH); \
+                _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) bv[c] = LD(SUFFIX, DT, br, c * WIDTH);         \
                 _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) {                                               \
                     float tk = t[(size_t)a * ldt + k];                                                               \
                     _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[a][c] += tk * bv[c];                     \
@@ -228,7 +235,7 @@ enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hid
             _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) {                                                   \
                 VEC acc = {0};                                                                                       \
                 for (int k = 0; k < rank; k++)                                                                       \
-                    acc += t[(size_t)a * ldt + k] * LD_##DT(VEC, VECH, VECU, B + (size_t)k * cols + o, 0);           \
+                    acc += t[(size_t)a * ldt + k] * LD(SUFFIX, DT, B + (size_t)k * cols + o, 0);                   \
                 VEC *yp = (VEC *)(y + (size_t)a * ldy + o);                                                          \
                 *yp += scale * acc;                                                                                  \
             }                                                                                                        \
@@ -240,24 +247,24 @@ enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hid
             }                                                                                                        \
     }
 
-#define DEFINE_LORA_DT(SUFFIX, VEC, VECH, VECU, WIDTH, FOLD, ATTR, WT, DT)                                             \
-    DEFINE_LORA_SHRINK(shrink_##SUFFIX##_##DT##_x2, VEC, VECH, VECU, WIDTH, FOLD, 2, 4, WT, DT, ATTR)                 \
-    DEFINE_LORA_SHRINK(shrink_##SUFFIX##_##DT##_x1, VEC, VECH, VECU, WIDTH, FOLD, 1, LORA_KT, WT, DT, ATTR)           \
-    DEFINE_LORA_EXPAND(expand_##SUFFIX##_##DT##_x2, VEC, VECH, VECU, WIDTH, 2, WT, DT, ATTR)                          \
-    DEFINE_LORA_EXPAND(expand_##SUFFIX##_##DT##_x1, VEC, VECH, VECU, WIDTH, 1, WT, DT, ATTR)
+#define DEFINE_LORA_DT(SUFFIX, VEC, WIDTH, FOLD, ATTR, WT, DT)                                                         \
+    DEFINE_LORA_SHRINK(shrink_##SUFFIX##_##DT##_x2, SUFFIX, VEC, WIDTH, FOLD, 2, 4, WT, DT, ATTR)                     \
+    DEFINE_LORA_SHRINK(shrink_##SUFFIX##_##DT##_x1, SUFFIX, VEC, WIDTH, FOLD, 1, LORA_KT, WT, DT, ATTR)               \
+    DEFINE_LORA_EXPAND(expand_##SUFFIX##_##DT##_x2, SUFFIX, VEC, WIDTH, 2, WT, DT, ATTR)                              \
+    DEFINE_LORA_EXPAND(expand_##SUFFIX##_##DT##_x1, SUFFIX, VEC, WIDTH, 1, WT, DT, ATTR)
 
-#define DEFINE_LORA(SUFFIX, VEC, VECH, VECU, WIDTH, FOLD, ATTR)                                                        \
-    DEFINE_LORA_DT(SUFFIX, VEC, VECH, VECU, WIDTH, FOLD, ATTR, float, f32)                                           \
-    DEFINE_LORA_DT(SUFFIX, VEC, VECH, VECU, WIDTH, FOLD, ATTR, uint16_t, bf16)
+#define DEFINE_LORA(SUFFIX, VEC, WIDTH, FOLD, ATTR)                                                                    \
+    DEFINE_LORA_DT(SUFFIX, VEC, WIDTH, FOLD, ATTR, float, f32)                                                       \
+    DEFINE_LORA_DT(SUFFIX, VEC, WIDTH, FOLD, ATTR, uint16_t, bf16)
 
-DEFINE_LORA(avx512, v16, v16h, v16u, 16, fold16_avx512, AVX512)
+DEFINE_LORA(avx512, v16, 16, fold16_avx512, AVX512)
 /* Four-row tiles only where 32 vector registers hold their sums (as for the matmul). */
-DEFINE_LORA_SHRINK(shrink_avx512_f32_x4, v16, v16h, v16u, 16, fold16_avx512, 4, 4, float, f32, AVX512)
-DEFINE_LORA_SHRINK(shrink_avx512_bf16_x4, v16, v16h, v16u, 16, fold16_avx512, 4, 4, uint16_t, bf16, AVX512)
-DEFINE_LORA_EXPAND(expand_avx512_f32_x4, v16, v16h, v16u, 16, 4, float, f32, AVX512)
-DEFINE_LORA_EXPAND(expand_avx512_bf16_x4, v16, v16h, v16u, 16, 4, uint16_t, bf16, AVX512)
-DEFINE_LORA(avx2, v8, v8h, v8u, 8, fold8_avx2, AVX2)
-DEFINE_LORA(generic, v8, v8h, v8u, 8, fold8_generic, )
+DEFINE_LORA_SHRINK(shrink_avx512_f32_x4, avx512, v16, 16, fold16_avx512, 4, 4, float, f32, AVX512)
+DEFINE_LORA_SHRINK(shrink_avx512_bf16_x4, avx512, v16, 16, fold16_avx512, 4, 4, uint16_t, bf16, AVX512)
+DEFINE_LORA_EXPAND(expand_avx512_f32_x4, avx512, v16, 16, 4, float, f32, AVX512)
+DEFINE_LORA_EXPAND(expand_avx512_bf16_x4, avx512, v16, 16, 4, uint16_t, bf16, AVX512)
+DEFINE_LORA(avx2, v8, 8, fold8_avx2, AVX2)
+DEFINE_LORA(generic, v8, 8, fold8_generic, )
 
 typedef void (*lora_shrink_fn)(float *, int, const float *, int, const void *, int, int);
 typedef void (*lora_expand_fn)(float *, int, const float *, int, const void *, int, int, float);
