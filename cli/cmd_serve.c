@@ -518,15 +518,18 @@ static int start_worker(serve_state *s, const serve_opts *o, int i) {
 }
 
 static int start_autoscaler(serve_state *s, const serve_opts *o) {
-    char min[16], max[16];
+    char min[16], max[16], drain[32];
     snprintf(min, sizeof min, "%d", o->as_min);
     snprintf(max, sizeof max, "%d", o->as_max);
+    snprintf(drain, sizeof drain, "%g", o->drain_timeout);
     char *argv[SERVE_MAX_PASSTHRU + 8];
     int n = 0;
     argv[n++] = "--min";
     argv[n++] = min;
     argv[n++] = "--max";
     argv[n++] = max;
+    argv[n++] = "--drain-timeout"; /* serve's own; an --autoscaler-arg after it wins */
+    argv[n++] = drain;
     for (int i = 0; i < o->n_autoscaler_args; i++) argv[n++] = (char *)o->autoscaler_args[i];
     argv[n] = NULL;
     return spawn_bin(s, o, &s->autoscaler, "autoscaler", "lorq-autoscaler", argv);
@@ -594,7 +597,10 @@ static int wait_ready(serve_state *s, const serve_opts *o) {
     double t0 = lq_now(), deadline = t0 + o->ready_timeout;
     while (!g_signals && lq_now() < deadline) {
         if (essential_died(s, o)) return -1;
-        if (http_status(url) == 200) {
+        long status = http_status(url);
+        /* With --autoscale 0:N no worker runs until work arrives, so an
+         * answering gateway (503: no live worker) is as ready as it gets. */
+        if (status == 200 || (o->autoscale && o->as_min == 0 && status > 0)) {
             say("ready in %.1f s", lq_now() - t0);
             return 0;
         }
@@ -669,13 +675,10 @@ static int supervise(serve_state *s, const serve_opts *o) {
  * timeout or a second Ctrl-C, then SIGKILL the rest. */
 static void stop_group(lq_proc **procs, int n, double timeout_s, const char *what) {
     int running = 0;
-    for (int i = 0; i < n; i++)
-        if (procs[i]->pid) {
-            lq_proc_signal(procs[i], SIGTERM);
-            running++;
-        }
+    for (int i = 0; i < n; i++) running += procs[i]->pid > 0;
     if (!running) return;
     say("stopping %s (SIGTERM; up to %.0f s%s)", what, timeout_s, g_signals < 2 ? ", Ctrl-C again to force" : "");
+    for (int i = 0; i < n; i++) lq_proc_signal(procs[i], SIGTERM);
     int signals_at_start = g_signals;
     double deadline = lq_now() + timeout_s;
     while (running && lq_now() < deadline && g_signals <= signals_at_start) {
