@@ -227,8 +227,10 @@ static void lora_task_run(void *ctxp, int ti, int thread) {
     const lq_lora_seg *g = &tg->segs[k->seg];
     size_t row = (size_t)g->row0 + (size_t)k->r0;
     float *t = tg->t + row * (size_t)tg->ldt;
+    size_t b_bytes = (size_t)g->rank * (size_t)tg->dim_out * lq_dtype_size(g->dtype);
+    lq_cpu_prefetch_range next = {g->B, (const char *)g->B + b_bytes};
     lq_cpu_lora_shrink(t, tg->ldt, c->x + row * (size_t)c->dim_in, c->dim_in, k->nr, g->A, g->dtype, g->rank,
-                       c->dim_in);
+                       c->dim_in, &next);
     lq_cpu_lora_expand(tg->y + row * (size_t)tg->dim_out, tg->dim_out, t, tg->ldt, k->nr, g->B, g->dtype, g->rank,
                        tg->dim_out, g->scale);
 }

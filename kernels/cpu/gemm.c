@@ -177,10 +177,20 @@ typedef uint32_t v8u __attribute__((vector_size(32)));
 
 enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hide FMA latency at one x row */
 
+/* Software prefetch. With many adapters in a step each decode row reads its own
+ * adapter's weights from memory, in runs of one to three KB (a row of A or of B),
+ * too short for the hardware prefetcher to get ahead of the loads; so the shrink
+ * asks for A LORA_PF_A bytes ahead of where it reads and, a few lines per step,
+ * for the B the expand will read next, and the expand asks for B LORA_PF_B bytes
+ * ahead. Measured on one core of the 2-core machine, batch 32 with 32 adapters:
+ * the LoRA part of a decode step read 7.4 GB/s without, 10.5 GB/s with. */
+enum { LORA_PF_A = 512, LORA_PF_B = 256, LORA_PF_LINES = 4 };
+
 /* Shrink for TX x rows: t[a][k] = x[a] · A[k] for k < rank, KT rows of A at a time (a ragged
  * edge repeats the last row and drops the result). */
 #define DEFINE_LORA_SHRINK(NAME, SUFFIX, VEC, WIDTH, FOLD, TX, KT, WT, DT, ATTR)                                     \
-    ATTR static void NAME(float *t, int ldt, const float *x, int ldx, const void *A, int rank, int cols) {           \
+    ATTR static void NAME(float *t, int ldt, const float *x, int ldx, const void *A, int rank, int cols,             \
+                          lq_cpu_prefetch_range *next) {                                                             \
         for (int k0 = 0; k0 < rank; k0 += KT) {                                                                      \
             const WT *ar[KT];                                                                                        \
             _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++)                                                     \
@@ -191,7 +201,12 @@ enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hid
             int j = 0;                                                                                               \
             for (; j + WIDTH <= cols; j += WIDTH) {                                                                  \
                 VEC av[KT], xv[TX];                                                                                  \
-                _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) av[b] = LD(SUFFIX, DT, ar[b], j);             \
+                _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) {                                              \
+                    av[b] = LD(SUFFIX, DT, ar[b], j);                                                                \
+                    __builtin_prefetch((const char *)(ar[b] + j) + LORA_PF_A);                                       \
+                }                                                                                                    \
+                for (int q = 0; q < LORA_PF_LINES && next->p < next->end; q++, next->p += 64)                       \
+                    __builtin_prefetch(next->p);                                                                     \
                 _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) xv[a] = *(const VEC *)(x + (size_t)a * ldx + j); \
                 _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++)                                                 \
                     _Pragma("GCC unroll 8") for (int b = 0; b < KT; b++) acc[a][b] += xv[a] * av[b];                 \
@@ -220,6 +235,8 @@ enum { LORA_KT = 8 }; /* most A rows a shrink tile holds: 8 independent sums hid
                 const WT *br = B + (size_t)k * cols + o;                                                             \
                 VEC bv[4];                                                                                           \
                 _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) bv[c] = LD(SUFFIX, DT, br, c * WIDTH);         \
+                for (size_t off = 0; off < 4 * WIDTH * sizeof(WT); off += 64)                                        \
+                    __builtin_prefetch((const char *)br + LORA_PF_B + off);                                          \
                 _Pragma("GCC unroll 4") for (int a = 0; a < TX; a++) {                                               \
                     float tk = t[(size_t)a * ldt + k];                                                               \
                     _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++) acc[a][c] += tk * bv[c];                     \
@@ -266,7 +283,7 @@ DEFINE_LORA_EXPAND(expand_avx512_bf16_x4, avx512, v16, 16, 4, uint16_t, bf16, AV
 DEFINE_LORA(avx2, v8, 8, fold8_avx2, AVX2)
 DEFINE_LORA(generic, v8, 8, fold8_generic, )
 
-typedef void (*lora_shrink_fn)(float *, int, const float *, int, const void *, int, int);
+typedef void (*lora_shrink_fn)(float *, int, const float *, int, const void *, int, int, lq_cpu_prefetch_range *);
 typedef void (*lora_expand_fn)(float *, int, const float *, int, const void *, int, int, float);
 
 typedef void (*tile_fn)(const float *const *, const float *const *, int, float[MAX_TILE_X][TILE_W]);
@@ -333,13 +350,15 @@ void lq_cpu_weighted_rows(float *acc, const float *p, const float *v, int n, int
 }
 
 void lq_cpu_lora_shrink(float *t, int ldt, const float *x, int ldx, int n, const void *A, lq_dtype dtype, int rank,
-                        int cols) {
+                        int cols, lq_cpu_prefetch_range *next) {
     if (!tiles) tiles = pick_tiles();
+    lq_cpu_prefetch_range none = {NULL, NULL};
+    if (!next) next = &none;
     int d = dtype == LQ_DTYPE_BF16;
     for (int i0 = 0; i0 < n;) {
         int tx = n - i0 < MAX_TILE_X ? n - i0 : MAX_TILE_X;
         while (!tiles->lora_shrink[d][tx]) tx--;
-        tiles->lora_shrink[d][tx](t + (size_t)i0 * ldt, ldt, x + (size_t)i0 * ldx, ldx, A, rank, cols);
+        tiles->lora_shrink[d][tx](t + (size_t)i0 * ldt, ldt, x + (size_t)i0 * ldx, ldx, A, rank, cols, next);
         i0 += tx;
     }
 }

@@ -16,12 +16,18 @@ void lq_cpu_gemm(lq_pool *pool, float *y, int ldy, const float *x, int n, const 
  * as lq_cpu_gemm. */
 void lq_cpu_gemm_rows(float *y, int ldy, const float *x, int ldx, int n, const float *w, int r0, int nr, int cols);
 
+/* Bytes [p, end) to prefetch while a kernel runs; the kernel advances p. */
+typedef struct lq_cpu_prefetch_range {
+    const char *p, *end;
+} lq_cpu_prefetch_range;
+
 /* LoRA, single-threaded, for n rows that share an adapter module (dtype f32 or bf16):
  * shrink t[i][k] = x[i] · A[k] for k < rank (A [rank][cols]); expand y[i][o] += scale ·
  * Σ_k t[i][k] · B[k][o] for o < cols (B [rank][cols], the transpose of PEFT's lora_B).
- * A row's results are bitwise the same whatever n is. */
+ * A row's results are bitwise the same whatever n is. The shrink prefetches `next`
+ * (may be NULL) as it goes: the B the expand reads after it. */
 void lq_cpu_lora_shrink(float *t, int ldt, const float *x, int ldx, int n, const void *A, lq_dtype dtype, int rank,
-                        int cols);
+                        int cols, lq_cpu_prefetch_range *next);
 void lq_cpu_lora_expand(float *y, int ldy, const float *t, int ldt, int n, const void *B, lq_dtype dtype, int rank,
                         int cols, float scale);
 
