@@ -10,11 +10,12 @@
  *   prefill            tokens/s of one 512-token prompt
  *   decode             aggregate tokens/s at batch 1, 8 and 32 (each
  *                      sequence holding a 128-token context)
- *   LoRA decode        batch 32 with 1, 4 and 32 distinct adapters, timed in
- *                      turns with the batch-32 base so their ratios hold
+ *   LoRA decode        batch 32 with 1, 4 and 32 distinct adapters, taking
+ *                      turns step by step with the batch-32 base so their
+ *                      ratios hold
  *
- * Each timing is the median of several repetitions: this machine is shared
- * and noisy, so single runs mean little. */
+ * Each timing is the median of several repetitions (decode: of 80 steps):
+ * this machine is shared and noisy, so single runs mean little. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,18 +114,19 @@ static double time_prefill(bench *b, int n_tokens, lq_error *err) {
 /* Aggregate decode tokens/s of `batch` sequences, each with CONTEXT tokens already cached,
  * for each of n_mix adapter mixes: in mix c, sequence i uses adapters[i * n_distinct[c] /
  * batch], so sequences sharing an adapter are neighbours as the scheduler arranges them
- * (n_distinct[c] == 0: the base model). The mixes are timed in turns — a repetition of
- * each, then the next repetition — so that load from other processes on a shared
- * machine falls on all of them alike and their ratios hold. Every repetition decodes
- * positions CONTEXT .. CONTEXT + DECODE_STEPS - 1 again, so all do the same work. */
+ * (n_distinct[c] == 0: the base model). The mixes take turns step by step, and each is
+ * rated by its median step, so that load from other processes on a shared machine falls
+ * on all of them alike and their ratios hold. Steps decode positions CONTEXT ..
+ * CONTEXT + DECODE_STEPS - 1 over and over, so all do the same work. */
 static int time_decode(bench *b, int batch, lq_lora **adapters, const int *n_distinct, int n_mix, double *tok_s,
                        lq_error *err) {
+    enum { STEPS = DECODE_STEPS * REPS };
     unsigned seed = 2;
     lq_kv_seq *seqs = calloc((size_t)batch, sizeof *seqs);
     lq_step_seq *step = calloc((size_t)batch, sizeof *step);
     int32_t *ctx = random_ids(CONTEXT, b->m->cfg.vocab_size, &seed);
     int32_t *next = random_ids(batch, b->m->cfg.vocab_size, &seed);
-    double *t = calloc((size_t)n_mix * REPS, sizeof *t);
+    double *t = calloc((size_t)n_mix * STEPS, sizeof *t);
     int ok = 1;
     /* Prefill every sequence's context, one sequence per step. */
     for (int i = 0; i < batch && ok; i++) {
@@ -132,18 +134,16 @@ static int time_decode(bench *b, int batch, lq_lora **adapters, const int *n_dis
         lq_step_seq s = {ctx, CONTEXT, 0, seqs[i].table, 0, NULL};
         ok = ok && lq_model_step(b->m, b->rs, &b->kv->pool, &s, 1, b->logits, err) == 1;
     }
-    for (int r = 0; r < REPS && ok; r++)
+    for (int k = 0; k < STEPS && ok; k++)
         for (int c = 0; c < n_mix && ok; c++) {
+            for (int i = 0; i < batch; i++)
+                step[i] = (lq_step_seq){&next[i], 1, CONTEXT + k % DECODE_STEPS, seqs[i].table, 0,
+                                        n_distinct[c] ? adapters[i * n_distinct[c] / batch] : NULL};
             double t0 = lq_now();
-            for (int k = 0; k < DECODE_STEPS && ok; k++) {
-                for (int i = 0; i < batch; i++)
-                    step[i] = (lq_step_seq){&next[i], 1, CONTEXT + k, seqs[i].table, 0,
-                                            n_distinct[c] ? adapters[i * n_distinct[c] / batch] : NULL};
-                ok = lq_model_step(b->m, b->rs, &b->kv->pool, step, batch, b->logits, err) == batch;
-            }
-            t[(size_t)c * REPS + r] = lq_now() - t0;
+            ok = lq_model_step(b->m, b->rs, &b->kv->pool, step, batch, b->logits, err) == batch;
+            t[(size_t)c * STEPS + k] = lq_now() - t0;
         }
-    for (int c = 0; c < n_mix; c++) tok_s[c] = ok ? (double)batch * DECODE_STEPS / median(t + (size_t)c * REPS, REPS) : -1.0;
+    for (int c = 0; c < n_mix; c++) tok_s[c] = ok ? (double)batch / median(t + (size_t)c * STEPS, STEPS) : -1.0;
     for (int i = 0; i < batch; i++) lq_kv_release(b->kv, &seqs[i]);
     free(seqs), free(step), free(ctx), free(next), free(t);
     return ok ? 0 : -1;
