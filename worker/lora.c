@@ -57,36 +57,60 @@ static lq_lora *lora_new(const lq_model *base, const char *name) {
 
 void lq_lora_free(lq_lora *a) {
     if (!a) return;
-    for (int i = 0; a->mods && i < a->n_layers * LQ_PROJ_COUNT; i++) {
-        if (a->mods[i].A) a->backend->free(a->backend, a->mods[i].A);
-        if (a->mods[i].B) a->backend->free(a->backend, a->mods[i].B);
-    }
+    if (a->weights) a->backend->free(a->backend, a->weights);
     free(a->mods);
     free(a->name);
     free(a);
 }
 
-/* Copies a rows × cols matrix from the file into new backend memory as dtype dt,
+/* Places every adapted module's A and B (rank, dtype set) in one backend allocation, in
+ * layer and projection order: a decode row then reads its adapter from one region (large
+ * enough for the CPU backend to back with huge pages), and the adapter is one buffer to
+ * free. Sets a->bytes to what is held. */
+static int alloc_weights(lq_lora *a, const lq_model_config *cfg) {
+    enum { ALIGN = 64 };
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t off = 0;
+        for (int i = 0; i < a->n_layers * LQ_PROJ_COUNT; i++) {
+            lq_lora_module *m = &a->mods[i];
+            if (!m->rank) continue;
+            int in, out;
+            lq_proj_dims(cfg, (lq_proj)(i % LQ_PROJ_COUNT), &in, &out);
+            size_t es = lq_dtype_size(m->dtype), na = (size_t)m->rank * in * es, nb = (size_t)m->rank * out * es;
+            if (pass) m->A = (char *)a->weights + off;
+            off += (na + ALIGN - 1) / ALIGN * ALIGN;
+            if (pass) m->B = (char *)a->weights + off;
+            off += (nb + ALIGN - 1) / ALIGN * ALIGN;
+        }
+        if (!pass) {
+            total = off;
+            a->weights = a->backend->alloc(a->backend, total ? total : ALIGN);
+            if (!a->weights) return -1;
+        }
+    }
+    a->bytes = total;
+    return 0;
+}
+
+/* Copies a rows × cols matrix from the file into backend memory at dst as dtype dt,
  * transposed to cols × rows when `transpose` (for B). */
-static void *upload_weight(lq_lora *a, const st_tensor *t, lq_dtype dt, int transpose) {
+static int upload_weight(lq_lora *a, void *dst, const st_tensor *t, lq_dtype dt, int transpose) {
     size_t es = lq_dtype_size(dt), rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
     unsigned char *conv = malloc(t->numel * es), *host = transpose ? malloc(t->numel * es) : conv;
-    void *dev = a->backend->alloc(a->backend, t->numel * es);
-    if (!conv || !host || !dev) {
+    if (!conv || !host) {
         if (host != conv) free(host);
         free(conv);
-        if (dev) a->backend->free(a->backend, dev);
-        return NULL;
+        return -1;
     }
     lq_convert(conv, dt, t->data, t->dtype, t->numel);
     if (transpose)
         for (size_t r = 0; r < rows; r++)
             for (size_t c = 0; c < cols; c++) memcpy(host + (c * rows + r) * es, conv + (r * cols + c) * es, es);
-    a->backend->upload(a->backend, dev, host, t->numel * es);
+    a->backend->upload(a->backend, dst, host, t->numel * es);
     if (host != conv) free(host);
     free(conv);
-    a->bytes += t->numel * es;
-    return dev;
+    return 0;
 }
 
 /* ---------- adapter_config.json ---------- */
@@ -199,9 +223,6 @@ static int bind_module(lq_lora *a, const lq_model *base, const lora_config *c, c
     m->scale = (float)(c->rslora ? alpha / sqrt((double)r) : alpha / r);
     /* bf16 stays bf16 (the kernels widen it exactly); anything else is held in f32. */
     m->dtype = A->dtype == LQ_DTYPE_BF16 && B->dtype == LQ_DTYPE_BF16 ? LQ_DTYPE_BF16 : LQ_DTYPE_F32;
-    m->A = upload_weight(a, A, m->dtype, 0);
-    m->B = upload_weight(a, B, m->dtype, 1);
-    if (!m->A || !m->B) return lq_fail(err, "out of memory for %s", mname);
     if (r > a->max_rank) a->max_rank = r;
     (void)st;
     return 0;
@@ -234,7 +255,23 @@ static int bind_tensors(lq_lora *a, const lq_model *base, const lora_config *c, 
             if (bind_module(a, base, c, st, l, (lq_proj)p, A, B, err) != 0) goto out;
             any = 1;
         }
-    rc = any ? 0 : lq_fail(err, "adapter_model.safetensors holds no LoRA weights");
+    if (!any) {
+        lq_fail(err, "adapter_model.safetensors holds no LoRA weights");
+        goto out;
+    }
+    /* Every module checked: now the weights. */
+    if (alloc_weights(a, &base->cfg) != 0) {
+        lq_fail(err, "out of memory for the adapter's weights");
+        goto out;
+    }
+    for (int i = 0; i < n * LQ_PROJ_COUNT; i++) {
+        lq_lora_module *m = &a->mods[i];
+        if (m->rank && (upload_weight(a, m->A, As[i], m->dtype, 0) || upload_weight(a, m->B, Bs[i], m->dtype, 1))) {
+            lq_fail(err, "out of memory");
+            goto out;
+        }
+    }
+    rc = 0;
 out:
     free(As);
     free(Bs);
@@ -284,38 +321,43 @@ lq_lora *lq_lora_random(const lq_model *base, const char *name, int rank, unsign
         lq_fail(err, rank <= 0 ? "rank must be positive" : "out of memory");
         return NULL;
     }
-    unsigned long state = seed * 2654435761ul + 1;
-    for (int l = 0; l < a->n_layers; l++)
-        for (int p = 0; p < LQ_PROJ_COUNT; p++) {
-            if (!(proj_mask & (1u << p))) continue;
-            int in, out;
-            lq_proj_dims(&base->cfg, (lq_proj)p, &in, &out);
-            lq_lora_module *m = &a->mods[(size_t)l * LQ_PROJ_COUNT + p];
-            size_t na = (size_t)rank * in, nb = (size_t)out * rank, es = sizeof(uint16_t);
-            uint16_t *host = malloc((na > nb ? na : nb) * es);
-            m->dtype = LQ_DTYPE_BF16;
-            m->A = a->backend->alloc(a->backend, na * es);
-            m->B = a->backend->alloc(a->backend, nb * es);
-            if (!host || !m->A || !m->B) {
-                free(host);
-                lq_lora_free(a);
-                lq_fail(err, "out of memory");
-                return NULL;
-            }
-            /* B is drawn in the kernel's [rank][out] order directly: the values are random anyway. */
-            for (int k = 0; k < 2; k++) {
-                size_t count = k ? nb : na;
-                for (size_t i = 0; i < count; i++) {
-                    state = state * 6364136223846793005ul + 1442695040888963407ul;
-                    host[i] = lq_f32_to_bf16(((float)((state >> 40) & 0xffff) / 65536.0f - 0.5f) * 0.02f);
-                }
-                a->backend->upload(a->backend, k ? m->B : m->A, host, count * es);
-            }
-            free(host);
-            m->rank = rank;
-            m->scale = 2.0f;
-            a->bytes += (na + nb) * es;
+    for (int i = 0; i < a->n_layers * LQ_PROJ_COUNT; i++)
+        if (proj_mask & (1u << (i % LQ_PROJ_COUNT))) {
+            a->mods[i].rank = rank;
+            a->mods[i].scale = 2.0f;
+            a->mods[i].dtype = LQ_DTYPE_BF16;
         }
+    int widest = 0; /* the largest input or output of a projection: the most a matrix holds per rank */
+    for (int p = 0; p < LQ_PROJ_COUNT; p++) {
+        int in, out;
+        lq_proj_dims(&base->cfg, (lq_proj)p, &in, &out);
+        if (in > widest) widest = in;
+        if (out > widest) widest = out;
+    }
+    uint16_t *host = malloc((size_t)rank * (size_t)widest * sizeof *host);
+    if (!host || alloc_weights(a, &base->cfg) != 0) {
+        free(host);
+        lq_lora_free(a);
+        lq_fail(err, "out of memory");
+        return NULL;
+    }
+    unsigned long state = seed * 2654435761ul + 1;
+    for (int i = 0; i < a->n_layers * LQ_PROJ_COUNT; i++) {
+        lq_lora_module *m = &a->mods[i];
+        if (!m->rank) continue;
+        int in, out;
+        lq_proj_dims(&base->cfg, (lq_proj)(i % LQ_PROJ_COUNT), &in, &out);
+        /* B is drawn in the kernel's [rank][out] order directly: the values are random anyway. */
+        for (int k = 0; k < 2; k++) {
+            size_t count = (size_t)rank * (size_t)(k ? out : in);
+            for (size_t j = 0; j < count; j++) {
+                state = state * 6364136223846793005ul + 1442695040888963407ul;
+                host[j] = lq_f32_to_bf16(((float)((state >> 40) & 0xffff) / 65536.0f - 0.5f) * 0.02f);
+            }
+            a->backend->upload(a->backend, k ? m->B : m->A, host, count * sizeof *host);
+        }
+    }
+    free(host);
     a->max_rank = rank;
     return a;
 }

@@ -43,7 +43,7 @@ typedef struct lq_lora_module {
     int rank; /* 0: this (layer, projection) is not adapted */
     float scale;
     lq_dtype dtype; /* of A and B: LQ_DTYPE_F32 or LQ_DTYPE_BF16 */
-    void *A, *B;    /* backend memory: A [rank][in], B [rank][out] (PEFT's lora_B transposed) */
+    void *A, *B;    /* in the adapter's weights: A [rank][in], B [rank][out] (PEFT's lora_B transposed) */
 } lq_lora_module;
 
 typedef struct lq_lora {
@@ -51,7 +51,8 @@ typedef struct lq_lora {
     int n_layers;
     lq_lora_module *mods; /* [n_layers][LQ_PROJ_COUNT] */
     int max_rank;
-    size_t bytes; /* backend memory held */
+    void *weights; /* backend memory: every module's A and B */
+    size_t bytes;  /* backend memory held */
     lq_backend *backend;
 } lq_lora;
 
