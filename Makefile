@@ -5,6 +5,9 @@
 #   make test       setup, then every test (C units under ASan/UBSan, Python integration, short fuzz runs)
 #   make fuzz       run each libFuzzer target for FUZZ_SECONDS (default 60)
 #   make bench-cpu  CPU prefill/decode throughput against the memory-bandwidth bound
+#   make test-gpu   CUDA backend against the CPU backend (kernels, whole model, mixed adapters); SKIPPED without a GPU
+#   make bench-gpu  GPU decode throughput at Mistral-7B shape (dummy weights) against the HBM roofline
+#   make CUDA=0     build without the CUDA backend (the default when nvcc is not found)
 #   make run        setup, build, then bin/lorq serve: Redis, gateway and workers (Ctrl-C stops them)
 #
 # Sources are found by wildcard: a new common/*.c joins libcommon, a new cli/*.c
@@ -30,7 +33,40 @@ BIN ?= bin
 
 COMMON_SRC = $(wildcard common/*.c)
 # The engine: compute backends and the model, everything the worker runs.
-ENGINE_SRC = $(wildcard kernels/cpu/*.c) $(filter-out worker/main.c,$(wildcard worker/*.c))
+ENGINE_SRC = $(wildcard kernels/cpu/*.c) kernels/select.c $(filter-out worker/main.c,$(wildcard worker/*.c))
+
+# The CUDA backend (kernels/cuda/*.cu) joins the engine when nvcc is found, unless CUDA=0.
+# It is a fat binary for A100 (sm_80), L4/L40S/RTX 40 (sm_89) and H100/H200 (sm_90a).
+# Only lorq and lorq-worker link the CUDA runtime and cuBLAS, dynamically: both load on a
+# machine without a GPU driver (libcudart opens the driver at run time; libcuda is never
+# linked), and --device auto then falls back to the CPU. The sanitized unit tests stay
+# CPU-only: ASan and the CUDA runtime do not mix.
+NVCC := $(shell command -v nvcc 2>/dev/null)
+CUDA ?= $(if $(NVCC),1,0)
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error CUDA=1 but nvcc is not on PATH)
+endif
+CUDA_HOME   ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+CUDA_ARCHS  ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90a,code=sm_90a
+NVCCFLAGS   ?= -O3 -std=c++17 $(CUDA_ARCHS) -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
+CUDA_SRC     = $(wildcard kernels/cuda/*.cu)
+CUDA_OBJ     = $(CUDA_SRC:%.cu=$(B)/%.o)
+CUDA_LIBS    = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+ENGINE_LIB   = $(B)/libengine-cuda.a
+# select.c with the CUDA entry points in reach; a different object, so CUDA=0 and CUDA=1
+# builds can share a build directory.
+ENGINE_CUDA_OBJ = $(filter-out $(B)/kernels/select.o,$(ENGINE_SRC:%.c=$(B)/%.o)) $(B)/kernels/select-cuda.o $(CUDA_OBJ)
+else
+ENGINE_LIB   = $(B)/libengine.a
+CUDA_LIBS    =
+endif
+# Binaries relink when CUDA is switched on or off: the stamp is rewritten (at parse time,
+# as a file that always exists, which .SECONDARY cannot skip) only when the setting changes.
+CONFIG_STAMP = $(B)/.cuda-config
+$(shell mkdir -p $(B); [ "$$(cat $(CONFIG_STAMP) 2>/dev/null)" = "$(CUDA)" ] || echo $(CUDA) > $(CONFIG_STAMP))
+GPU_TEST_SRC = $(wildcard tests/gpu/test_*.c)
+GPU_TEST_BIN = $(GPU_TEST_SRC:tests/gpu/%.c=$(B)/tests/gpu/%)
 # The gateway's modules (HTTP routes, validation, chat templates); main.c is its entry point.
 GATEWAY_SRC = $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 CLI_SRC    = $(wildcard cli/*.c)
@@ -59,17 +95,17 @@ PYTEST_ARGS ?=
 # Keep every object: sanitizer and fuzz objects are otherwise deleted as intermediates.
 .SECONDARY:
 
-.PHONY: all setup test unit-test py-test test-demo fuzz-build fuzz fuzz-smoke bench-cpu clean run
+.PHONY: all setup test unit-test py-test test-demo fuzz-build fuzz fuzz-smoke bench-cpu bench-gpu test-gpu clean run
 PROGRAMS = $(BIN)/lorq $(if $(wildcard worker/main.c),$(BIN)/lorq-worker) $(if $(wildcard gateway/main.c),$(BIN)/lorq-gateway) $(if $(wildcard ops/autoscaler.c),$(BIN)/lorq-autoscaler)
 all: $(PROGRAMS)
 
-$(BIN)/lorq: $(CLI_OBJ) $(B)/libops.a $(B)/libengine.a $(B)/libcommon.a
+$(BIN)/lorq: $(CLI_OBJ) $(B)/libops.a $(ENGINE_LIB) $(B)/libcommon.a $(CONFIG_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(filter-out $(CONFIG_STAMP),$^) $(LDLIBS) $(CUDA_LIBS)
 
-$(BIN)/lorq-worker: $(B)/worker/main.o $(B)/libengine.a $(B)/libcommon.a
+$(BIN)/lorq-worker: $(B)/worker/main.o $(ENGINE_LIB) $(B)/libcommon.a $(CONFIG_STAMP)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(filter-out $(CONFIG_STAMP),$^) $(LDLIBS) $(CUDA_LIBS)
 
 $(BIN)/lorq-gateway: $(B)/gateway/main.o $(B)/libgateway.a $(B)/libcommon.a
 	@mkdir -p $(@D)
@@ -98,6 +134,25 @@ $(B)/libcommon.a: $(COMMON_OBJ)
 $(B)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+ifeq ($(CUDA),1)
+$(B)/libengine-cuda.a: $(ENGINE_CUDA_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/kernels/select-cuda.o: kernels/select.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -DLQ_HAVE_CUDA -c -o $@ $<
+
+$(B)/kernels/cuda/%.o: kernels/cuda/%.cu
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) $(INCLUDES) -MMD -MP -c -o $@ $<
+
+# GPU tests: not sanitized (the CUDA runtime), linked with the CUDA engine.
+$(B)/tests/gpu/%: tests/gpu/%.c $(ENGINE_LIB) $(B)/libcommon.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lcmocka
+endif
 
 # Unit tests and the objects they link run under AddressSanitizer and UBSan.
 $(B)/san/%.o: %.c
@@ -153,9 +208,23 @@ fuzz-smoke: $(FUZZ_BIN)
 fuzz: $(FUZZ_BIN)
 	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
 
+# Each GPU test binary reports SKIPPED (and passes) when no GPU is visible.
+ifeq ($(CUDA),1)
+test-gpu: $(GPU_TEST_BIN)
+	@bash tests/gpu/run.sh $(GPU_TEST_BIN)
+else
+test-gpu:
+	@echo "test-gpu: SKIPPED: built without CUDA (nvcc not found, or CUDA=0)"
+endif
+
+# Decode throughput at Mistral-7B shape with dummy weights; exits with a message without a GPU.
+bench-gpu: all
+	$(BIN)/lorq bench --device cuda --load-format dummy --model tests/data/configs/mistral-7b $(BENCH_ARGS)
+
 test: setup
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit-test
+	@$(MAKE) --no-print-directory test-gpu
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory py-test
 

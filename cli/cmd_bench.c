@@ -1,5 +1,7 @@
-/* cmd_bench.c — `lorq bench`: CPU engine throughput, as ratios to what the
+/* cmd_bench.c — `lorq bench`: engine throughput, as ratios to what the
  * machine allows, measured in the same run.
+ *
+ * On the CPU (the default; make bench-cpu):
  *
  *   memory bandwidth   a multi-threaded streaming read of a buffer far larger
  *                      than the caches, with the same vector loads as the
@@ -13,6 +15,20 @@
  *   LoRA decode        batch 32 with 1, 4 and 32 distinct adapters, taking
  *                      turns step by step with the batch-32 base so their
  *                      ratios hold
+ *
+ * On a GPU (--device cuda; make bench-gpu, usually with --load-format dummy on
+ * a Mistral-7B-shaped config.json):
+ *
+ *   HBM bandwidth      device-to-device copy, bytes read + written per second
+ *   decode             aggregate tokens/s at batch 1, 8, 32, 64 and 128, base
+ *                      only and with 1, 8 and 32 distinct adapters (rank 16,
+ *                      all seven projections by default), each with its
+ *                      fraction of the roofline: the bytes a step must read
+ *                      (weights, the adapters in use, the KV cache) over the
+ *                      bandwidth, and the LoRA overhead against base
+ *   SGMV / BGMV        one segmented lora call against a loop of one cuBLAS
+ *                      GEMM pair per adapter, for decode (BGMV) and prefill
+ *                      (SGMV) shapes
  *
  * Each timing is the median of several repetitions (decode: of 80 steps):
  * this machine is shared and noisy, so single runs mean little. */
@@ -75,6 +91,30 @@ static double measure_bandwidth(int threads) {
         if (gbs > best) best = gbs;
     }
     free(buf);
+    return best;
+}
+
+/* ---------- device bandwidth ---------- */
+
+/* Device-to-device copy of a 1 GiB buffer, best of BW_PASSES: bytes read plus bytes
+ * written per second, what a kernel streaming weights can at best achieve. */
+static double measure_device_bandwidth(lq_backend *be) {
+    size_t bytes = (size_t)1 << 30;
+    void *src = be->alloc(be, bytes), *dst = be->alloc(be, bytes);
+    double best = 0.0;
+    if (src && dst && be->copy) {
+        be->copy(be, dst, src, bytes); /* warm up */
+        be->sync(be);
+        for (int rep = 0; rep < BW_PASSES; rep++) {
+            double t0 = lq_now();
+            be->copy(be, dst, src, bytes);
+            be->sync(be);
+            double gbs = 2.0 * (double)bytes / (lq_now() - t0) / 1e9;
+            if (gbs > best) best = gbs;
+        }
+    }
+    if (src) be->free(be, src);
+    if (dst) be->free(be, dst);
     return best;
 }
 
@@ -149,29 +189,17 @@ static int time_decode(bench *b, int batch, lq_lora **adapters, const int *n_dis
     return ok ? 0 : -1;
 }
 
-int cmd_bench(int argc, char **argv) {
-    const char *model = NULL;
-    int threads = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: lorq bench --model DIR [--threads N]\n");
-            return 2;
-        }
-    }
-    if (!model) {
-        fprintf(stderr, "usage: lorq bench --model DIR [--threads N]\n");
-        return 2;
-    }
+typedef struct bench_opts {
+    const char *model, *device;
+    int threads, dummy, lora_rank;
+    unsigned lora_targets;
+} bench_opts;
+
+static int cpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
+    int threads = o->threads;
     lq_error err;
-    lq_backend *be = lq_backend_cpu_new(threads, &err);
     bench b = {0};
-    b.m = be ? lq_model_load(model, be, &err) : NULL;
-    if (!b.m) {
-        fprintf(stderr, "lorq bench: %s\n", err.msg);
-        return 1;
-    }
+    b.m = m;
     const lq_model_config *c = &b.m->cfg;
     int n_threads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     int blocks = 32 * ((CONTEXT + DECODE_STEPS) / KV_BLOCK + 1) + 512 / KV_BLOCK + 1;
@@ -189,9 +217,10 @@ int cmd_bench(int argc, char **argv) {
     fprintf(stderr, "prefill...\n");
     double prefill = time_prefill(&b, 512, &err);
     /* dec: batch 1, 8, 32 on the base model; lora_dec: batch 32 with 1, 4 and 32 distinct
-     * rank-16 adapters on all seven projections, bf16 weights as lq_lora_random makes them
+     * rank-16 (--lora-rank) adapters on all seven projections, bf16 weights as lq_lora_random makes them
      * (and PEFT saves adapters trained in bf16), timed in turns with the batch-32 base. */
-    enum { N_LORA = 32, LORA_RANK = 16 };
+    enum { N_LORA = 32 };
+    const int LORA_RANK = o->lora_rank;
     double dec[3] = {-1, -1, -1}, mix[4] = {-1, -1, -1, -1}, *lora_dec = mix + 1;
     int base_only[1] = {0}, mixes[4] = {0, 1, 4, 32}, *n_distinct = mixes + 1;
     fprintf(stderr, "decode at batch 1 and 8...\n");
@@ -200,7 +229,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < N_LORA; i++) {
         char name[32];
         snprintf(name, sizeof name, "dummy-%d", i);
-        adapters[i] = lq_lora_random(b.m, name, LORA_RANK, (1u << LQ_PROJ_COUNT) - 1, (unsigned long)i + 1, &err);
+        adapters[i] = lq_lora_random(b.m, name, LORA_RANK, o->lora_targets, (unsigned long)i + 1, &err);
         if (!adapters[i]) {
             fprintf(stderr, "lorq bench: %s\n", err.msg);
             return 1;
@@ -233,7 +262,191 @@ int cmd_bench(int argc, char **argv) {
     free(b.logits);
     lq_run_state_free(b.m, b.rs);
     lq_kvcache_free(b.kv);
-    lq_model_free(b.m);
-    be->destroy(be);
+    (void)be;
     return 0;
+}
+
+/* ---------- GPU report ---------- */
+
+enum { GPU_MAX_BATCH = 128, GPU_ADAPTERS = 32 };
+
+/* Bytes one decode step must read: every weight once, the adapters in use once, and
+ * each sequence's K and V for every layer (f32). */
+static double step_bytes(const lq_model *m, int batch, int ctx, int n_adapters, size_t adapter_bytes) {
+    const lq_model_config *c = &m->cfg;
+    double kv = 2.0 * c->n_layers * (double)c->n_kv_heads * c->head_dim * sizeof(float) * ctx * batch;
+    return (double)lq_model_weight_bytes(m) + kv + (double)n_adapters * (double)adapter_bytes;
+}
+
+/* One lora call of the decode or prefill shape on layer 0's q, k and v, segmented
+ * kernels against the GEMM-pair loop: microseconds per call, median of REPS x 20. */
+static void time_lora_call(lq_backend *be, const lq_model *m, lq_lora **ad, int rows, int n_adapters, double us[2]) {
+    const lq_model_config *c = &m->cfg;
+    int dims[3], in = 0, rank = 0;
+    lq_proj projs[3] = {LQ_PROJ_Q, LQ_PROJ_K, LQ_PROJ_V};
+    lq_lora_seg *segs = calloc((size_t)3 * n_adapters, sizeof *segs);
+    lq_lora_target tg[3];
+    float *x = be->alloc(be, (size_t)rows * c->dim * sizeof(float)), *y[3] = {0}, *t[3] = {0};
+    int nt = 0;
+    for (int p = 0; p < 3; p++) {
+        lq_proj_dims(c, projs[p], &in, &dims[p]);
+        int n = 0;
+        for (int a = 0; a < n_adapters; a++) {
+            const lq_lora_module *mod = lq_lora_module_at(ad[a], 0, projs[p]);
+            if (!mod->rank) continue;
+            int r0 = rows * a / n_adapters, r1 = rows * (a + 1) / n_adapters;
+            segs[p * n_adapters + n++] = (lq_lora_seg){r0, r1 - r0, mod->A, mod->B, mod->dtype, mod->rank, mod->scale};
+            rank = mod->rank > rank ? mod->rank : rank;
+        }
+        if (!n) continue;
+        y[p] = be->alloc(be, (size_t)rows * dims[p] * sizeof(float));
+        t[p] = be->alloc(be, (size_t)rows * (rank ? rank : 1) * sizeof(float));
+        tg[nt++] = (lq_lora_target){y[p], dims[p], &segs[p * n_adapters], n, t[p], rank};
+    }
+    for (int k = 0; k < 2; k++) {
+        double ts[REPS];
+        for (int r = 0; r < REPS; r++) {
+            be->sync(be);
+            double t0 = lq_now();
+            for (int i = 0; i < 20; i++) (k ? be->lora_gemm_loop : be->lora)(be, x, c->dim, tg, nt);
+            be->sync(be);
+            ts[r] = (lq_now() - t0) / 20 * 1e6;
+        }
+        us[k] = nt ? median(ts, REPS) : -1.0;
+    }
+    for (int p = 0; p < 3; p++) {
+        if (y[p]) be->free(be, y[p]);
+        if (t[p]) be->free(be, t[p]);
+    }
+    be->free(be, x);
+    free(segs);
+}
+
+static int gpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
+    static const int batches[] = {1, 8, 32, 64, 128};
+    static const int mixes[] = {0, 1, 8, 32};
+    enum { N_BATCH = 5, N_MIX = 4 };
+    lq_error err;
+    const lq_model_config *c = &m->cfg;
+    bench b = {0};
+    b.m = m;
+    int blocks = GPU_MAX_BATCH * ((CONTEXT + DECODE_STEPS) / KV_BLOCK + 1) + 512 / KV_BLOCK + 1;
+    b.kv = lq_kvcache_new(be, c->n_layers, c->n_kv_heads, c->head_dim, blocks, KV_BLOCK, &err);
+    b.rs = b.kv ? lq_run_state_new(m, 512, GPU_MAX_BATCH, &err) : NULL;
+    b.logits = malloc((size_t)GPU_MAX_BATCH * c->vocab_size * sizeof(float));
+    lq_lora *ad[GPU_ADAPTERS] = {0};
+    for (int i = 0; i < GPU_ADAPTERS && b.rs; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "dummy-%d", i);
+        if (!(ad[i] = lq_lora_random(m, name, o->lora_rank, o->lora_targets, (unsigned long)i + 1, &err))) break;
+    }
+    if (!b.rs || !b.logits || !ad[GPU_ADAPTERS - 1]) {
+        fprintf(stderr, "lorq bench: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "measuring device-to-device bandwidth...\n");
+    double bw = measure_device_bandwidth(be);
+    fprintf(stderr, "prefill...\n");
+    double prefill = time_prefill(&b, 512, &err);
+    printf("| measure | value |\n| --- | --- |\n");
+    printf("| model | %s, %s weights, %.2f GB, %d layers |\n", c->arch_name, lq_dtype_name(m->w.layers[0].wq.dtype),
+           (double)lq_model_weight_bytes(m) / 1e9, c->n_layers);
+    printf("| device-to-device copy bandwidth (read + write) | %.0f GB/s |\n", bw);
+    printf("| prefill, 512-token prompt | %.0f tok/s |\n", prefill);
+    printf("| one rank-%d adapter | %.1f MB |\n\n", o->lora_rank, ad[0]->bytes / 1e6);
+    printf("Decode, %d-token contexts: tok/s (fraction of the roofline; LoRA overhead vs base)\n\n", CONTEXT);
+    printf("| batch | base | 1 adapter | 8 adapters | 32 adapters |\n| --- | --- | --- | --- | --- |\n");
+    for (int bi = 0; bi < N_BATCH; bi++) {
+        int batch = batches[bi], n_mix = 0, use[N_MIX];
+        for (int k = 0; k < N_MIX; k++)
+            if (mixes[k] <= batch) use[n_mix++] = mixes[k];
+        double tok[N_MIX];
+        fprintf(stderr, "decode at batch %d...\n", batch);
+        if (time_decode(&b, batch, ad, use, n_mix, tok, &err) != 0) {
+            fprintf(stderr, "lorq bench: %s\n", err.msg);
+            return 1;
+        }
+        printf("| %d |", batch);
+        for (int k = 0; k < N_MIX; k++) {
+            if (k >= n_mix) {
+                printf(" — |");
+                continue;
+            }
+            double bound = batch * bw / step_bytes(m, batch, CONTEXT + DECODE_STEPS / 2, use[k], ad[0]->bytes);
+            printf(" %.0f (%.0f%%", tok[k], 100.0 * tok[k] / bound);
+            if (k) printf("; %+.1f%%", 100.0 * (tok[0] / tok[k] - 1.0));
+            printf(") |");
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    printf("\nLoRA on layer 0's q, k, v: one segmented call against one cuBLAS GEMM pair per adapter\n\n");
+    printf("| shape | segmented | GEMM loop | speedup |\n| --- | --- | --- | --- |\n");
+    struct { const char *name; int rows, n_ad; } shapes[] = {
+        {"decode batch 64, 32 adapters (BGMV)", 64, 32}, {"decode batch 32, 32 adapters (BGMV)", 32, 32},
+        {"prefill 512 rows, 4 adapters (SGMV)", 512, 4}, {"prefill 512 rows, 1 adapter (SGMV)", 512, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        double us[2];
+        time_lora_call(be, m, ad, shapes[i].rows, shapes[i].n_ad, us);
+        printf("| %s | %.1f µs | %.1f µs | %.2fx |\n", shapes[i].name, us[0], us[1], us[1] / us[0]);
+    }
+    for (int i = 0; i < GPU_ADAPTERS; i++) lq_lora_free(ad[i]);
+    free(b.logits);
+    lq_run_state_free(m, b.rs);
+    lq_kvcache_free(b.kv);
+    return 0;
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: lorq bench --model DIR [--threads N] [--device cpu|cuda|auto] [--load-format auto|dummy]\n"
+                    "                  [--lora-rank R] [--lora-targets LIST]\n"
+                    "  --load-format dummy: random bf16 weights for DIR's config.json (DIR may be the file)\n"
+                    "  --lora-rank (default 16), --lora-targets (default all: q,k,v,o,gate,up,down): the dummy adapters\n");
+}
+
+static int parse_bench(int argc, char **argv, bench_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->lora_rank = 16;
+    o->lora_targets = (1u << LQ_PROJ_COUNT) - 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) return -1;
+        i++;
+        if (!strcmp(a, "--model")) o->model = v;
+        else if (!strcmp(a, "--threads")) o->threads = atoi(v);
+        else if (!strcmp(a, "--device")) o->device = v;
+        else if (!strcmp(a, "--lora-rank")) o->lora_rank = atoi(v);
+        else if (!strcmp(a, "--load-format") && (!strcmp(v, "dummy") || !strcmp(v, "auto") || !strcmp(v, "safetensors")))
+            o->dummy = !strcmp(v, "dummy");
+        else if (!strcmp(a, "--lora-targets")) {
+            lq_error err;
+            if (lq_proj_mask_parse(v, &o->lora_targets, &err) != 0) {
+                fprintf(stderr, "lorq bench: %s\n", err.msg);
+                return -1;
+            }
+        } else
+            return -1;
+    }
+    return o->model && o->lora_rank > 0 && o->lora_rank <= 4096 ? 0 : -1;
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_opts o;
+    if (parse_bench(argc, argv, &o) != 0) {
+        usage();
+        return 2;
+    }
+    lq_error err;
+    lq_backend *be = lq_backend_open(o.device, o.threads, &err);
+    lq_model *m = !be ? NULL : o.dummy ? lq_model_load_dummy(o.model, be, LQ_DTYPE_BF16, 1, &err)
+                                       : lq_model_load(o.model, be, &err);
+    if (!m) {
+        fprintf(stderr, "lorq bench: %s\n", err.msg);
+        if (be) be->destroy(be);
+        return 1;
+    }
+    int rc = strcmp(be->name, "cpu") ? gpu_report(&o, be, m) : cpu_report(&o, be, m);
+    lq_model_free(m);
+    be->destroy(be);
+    return rc;
 }

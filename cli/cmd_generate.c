@@ -7,7 +7,12 @@
  * names and meaning: any of temperature/top-k/top-p/typical-p turns sampling
  * on, as TGI does. --json prints one object at the end instead (ids, text,
  * finish reason, logprobs, and with --top-logits N the N highest raw logits at
- * the last prompt position, which the parity tests compare). */
+ * the last prompt position, which the parity tests compare).
+ *
+ * --device picks the backend (kernels/select.c); --load-format dummy runs a
+ * config.json with random weights (speed only: the text is noise), with the
+ * tokenizer of --tokenizer DIR, and --dummy-adapter-rank R adds a random adapter
+ * on --lora-targets. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,9 +29,10 @@
 enum { PREFILL_CHUNK = 512, KV_BLOCK = 16 };
 
 typedef struct gen_opts {
-    const char *model, *prompt, *prompt_ids, *adapter;
+    const char *model, *prompt, *prompt_ids, *adapter, *device, *tokenizer;
     lq_gen_params gp;
-    int json, top_logits, threads, quiet;
+    int json, top_logits, threads, quiet, dummy, dummy_rank;
+    unsigned lora_targets;
 } gen_opts;
 
 static void usage(void) {
@@ -39,7 +45,11 @@ static void usage(void) {
             "  --stop TEXT (repeatable)  --ignore-eos  --top-n-tokens N\n"
             "  --json                    print one JSON object at the end instead of streaming\n"
             "  --top-logits N            (with --json) the N highest logits at the last prompt position\n"
-            "  --threads N               CPU threads (default: all cores)\n");
+            "  --threads N               CPU threads (default: all cores)\n"
+            "  --device cpu|cuda|auto    compute backend (default: LORQ_DEVICE, else auto: the GPU when one is visible)\n"
+            "  --load-format auto|dummy  dummy: random weights for --model's config.json (a folder or the file)\n"
+            "  --tokenizer DIR           folder with tokenizer.json (default: --model)\n"
+            "  --dummy-adapter-rank R    a random rank-R adapter (bf16) on --lora-targets (default all)\n");
 }
 
 static int parse_opts(int argc, char **argv, gen_opts *o) {
@@ -84,7 +94,24 @@ static int parse_opts(int argc, char **argv, gen_opts *o) {
         else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--top-logits")) { VALUE(); o->top_logits = atoi(v); }
         else if (!strcmp(a, "--threads")) { VALUE(); o->threads = atoi(v); }
-        else {
+        else if (!strcmp(a, "--device")) { VALUE(); o->device = v; }
+        else if (!strcmp(a, "--tokenizer")) { VALUE(); o->tokenizer = v; }
+        else if (!strcmp(a, "--dummy-adapter-rank")) { VALUE(); o->dummy_rank = atoi(v); }
+        else if (!strcmp(a, "--lora-targets")) {
+            VALUE();
+            lq_error e;
+            if (lq_proj_mask_parse(v, &o->lora_targets, &e) != 0) {
+                fprintf(stderr, "lorq generate: %s\n", e.msg);
+                return -1;
+            }
+        } else if (!strcmp(a, "--load-format")) {
+            VALUE();
+            if (strcmp(v, "dummy") != 0 && strcmp(v, "auto") != 0 && strcmp(v, "safetensors") != 0) {
+                fprintf(stderr, "lorq generate: --load-format is auto, safetensors or dummy, not '%s'\n", v);
+                return -1;
+            }
+            o->dummy = !strcmp(v, "dummy");
+        } else {
             fprintf(stderr, "lorq generate: unknown option '%s'\n", a);
             return -1;
         }
@@ -95,6 +122,11 @@ static int parse_opts(int argc, char **argv, gen_opts *o) {
         fprintf(stderr, "lorq generate: need --model and exactly one of --prompt / --prompt-ids\n");
         return -1;
     }
+    if (o->dummy_rank < 0 || o->dummy_rank > 4096 || (o->dummy_rank && o->adapter)) {
+        fprintf(stderr, "lorq generate: --dummy-adapter-rank is 1 to 4096, and not with --adapter\n");
+        return -1;
+    }
+    if (!o->lora_targets) o->lora_targets = (1u << LQ_PROJ_COUNT) - 1;
     if (o->top_logits < 0 || o->top_logits > 1000) {
         fprintf(stderr, "lorq generate: --top-logits must be between 0 and 1000\n");
         return -1;
@@ -218,15 +250,18 @@ int cmd_generate(int argc, char **argv) {
     int rc = 1;
     int32_t *prompt = NULL;
     size_t n_prompt = 0;
-    lq_tokenizer *tok = tok_load(o.model, &err);
-    lq_backend *b = tok ? lq_backend_cpu_new(o.threads, &err) : NULL;
-    lq_model *m = b ? lq_model_load(o.model, b, &err) : NULL;
+    lq_tokenizer *tok = tok_load(o.tokenizer ? o.tokenizer : o.model, &err);
+    lq_backend *b = tok ? lq_backend_open(o.device, o.threads, &err) : NULL;
+    lq_model *m = !b ? NULL : o.dummy ? lq_model_load_dummy(o.model, b, LQ_DTYPE_BF16, 1, &err)
+                                      : lq_model_load(o.model, b, &err);
     lq_lora *adapter = NULL;
     if (!m) goto out;
-    if (o.adapter) {
-        if (!(adapter = lq_lora_load(o.adapter, o.adapter, m, &err))) goto out;
+    if (o.adapter || o.dummy_rank) {
+        adapter = o.adapter ? lq_lora_load(o.adapter, o.adapter, m, &err)
+                            : lq_lora_random(m, "dummy", o.dummy_rank, o.lora_targets, 1, &err);
+        if (!adapter) goto out;
         o.gp.adapter = adapter;
-        fprintf(stderr, "[adapter %s: max rank %d, %.1f MB, %.2f%% of the base weights]\n", o.adapter, adapter->max_rank,
+        fprintf(stderr, "[adapter %s: max rank %d, %.1f MB, %.2f%% of the base weights]\n", adapter->name, adapter->max_rank,
                 adapter->bytes / 1e6, 100.0 * (double)adapter->bytes / (double)lq_model_weight_bytes(m));
     }
     if (o.prompt_ids) {

@@ -124,6 +124,16 @@ struct lq_backend {
     void (*lora)(lq_backend *b, const float *x, int dim_in, const lq_lora_target *targets, int n_targets);
     /* dst[i] = src[idx[i]] for rows of length dim (idx in host memory). */
     void (*gather_rows)(lq_backend *b, float *dst, const float *src, const int32_t *idx, int n, int dim);
+    /* Optional (NULL: the model calls add, then rmsnorm): x += r, then y = rmsnorm(x) · w
+     * over n rows of dim, in one pass over x (y must not overlap x or r). */
+    void (*add_rmsnorm)(lq_backend *b, float *x, const float *r, float *y, const lq_mat *w, int n, int dim, float eps);
+    /* Optional (NULL where absent): the same result as lora, computed with one pair of
+     * library GEMMs per segment (cuBLAS on CUDA): the baseline the benchmark compares the
+     * segmented kernels against. */
+    void (*lora_gemm_loop)(lq_backend *b, const float *x, int dim_in, const lq_lora_target *targets, int n_targets);
+    /* Optional (NULL where absent): dst = src, bytes of backend memory (the benchmark's
+     * device-to-device bandwidth). */
+    void (*copy)(lq_backend *b, void *dst, const void *src, size_t bytes);
     /* Waits for queued work (no-op on CPU). */
     void (*sync)(lq_backend *b);
     void (*destroy)(lq_backend *b);
@@ -132,5 +142,20 @@ struct lq_backend {
 /* The CPU backend: CBLAS (OpenBLAS) GEMMs, threads across cores for the rest.
  * n_threads <= 0 means one per online core. */
 lq_backend *lq_backend_cpu_new(int n_threads, lq_error *err);
+
+/* The CUDA backend (kernels/cuda/) on GPU `device`: cuBLAS GEMMs, our kernels for the
+ * rest. NULL with err set when lorq was built without CUDA or no GPU can be used (no
+ * driver, no device): never a crash. */
+lq_backend *lq_backend_cuda_new(int device, lq_error *err);
+
+/* GPUs the CUDA runtime can use; 0 without CUDA, a driver or a device, with the
+ * reason in why (may be NULL). */
+int lq_cuda_device_count(char *why, size_t why_size);
+
+/* Device selection (kernels/select.c), shared by lorq and lorq-worker: name is "cpu",
+ * "cuda" or "auto" (NULL or "" read LORQ_DEVICE, default auto). auto takes the GPU when
+ * one is visible and otherwise says on stderr why it falls back to the CPU; an explicit
+ * "cuda" that cannot be had is an error. n_threads is for the CPU backend. */
+lq_backend *lq_backend_open(const char *name, int n_threads, lq_error *err);
 
 #endif

@@ -28,6 +28,32 @@ static const char *proj_parents[LQ_PROJ_COUNT] = {"self_attn", "self_attn", "sel
 
 const char *lq_proj_name(lq_proj p) { return (unsigned)p < LQ_PROJ_COUNT ? proj_names[p] : "?"; }
 
+int lq_proj_mask_parse(const char *list, unsigned *mask, lq_error *err) {
+    *mask = 0;
+    if (!strcmp(list, "all")) {
+        *mask = (1u << LQ_PROJ_COUNT) - 1;
+        return 0;
+    }
+    const char *p = list;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        int found = 0;
+        for (int i = 0; i < LQ_PROJ_COUNT && !found; i++) {
+            size_t short_len = strlen(proj_names[i]) - 5; /* "q" of "q_proj" */
+            if ((n == strlen(proj_names[i]) || n == short_len) && !strncmp(p, proj_names[i], n)) {
+                *mask |= 1u << i;
+                found = 1;
+            }
+        }
+        if (!found)
+            return lq_fail(err, "LoRA target '%.*s' is not one of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                                "down_proj (or q, k, v, o, gate, up, down, or all)", (int)n, p);
+        p += n;
+        if (*p == ',') p++;
+    }
+    return *mask ? 0 : lq_fail(err, "no LoRA targets given");
+}
+
 void lq_proj_dims(const lq_model_config *c, lq_proj p, int *in, int *out) {
     int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
     switch (p) {

@@ -39,6 +39,10 @@ typedef enum lq_proj {
 
 const char *lq_proj_name(lq_proj p); /* "q_proj", ... */
 
+/* A comma list of projections ("q_proj,v_proj", or short "q,v", or "all") as a bit mask
+ * for lq_lora_random. */
+int lq_proj_mask_parse(const char *list, unsigned *mask, lq_error *err);
+
 typedef struct lq_lora_module {
     int rank; /* 0: this (layer, projection) is not adapted */
     float scale;

@@ -249,8 +249,36 @@ static const st_tensor *find_shaped(lq_model *m, const char *name, int rows, int
     return t;
 }
 
+/* --load-format dummy: a tensor of random values (norm weights: ones) in backend memory,
+ * in the model's dummy dtype. Values are uniform in ±0.02 (about a trained model's
+ * initializer range), enough to keep activations finite through any depth; only speed
+ * means anything with them. */
+static int bind_dummy(lq_model *m, lq_mat *out, const char *name, int rows, int cols, lq_error *err) {
+    size_t n = (size_t)(rows > 0 ? rows : 1) * (size_t)cols, es = lq_dtype_size(m->dummy_dtype);
+    void *dev = own(m, n * es);
+    float *chunk = malloc(((size_t)1 << 20) * sizeof *chunk);
+    void *conv = malloc(((size_t)1 << 20) * es);
+    if (!dev || !chunk || !conv) {
+        free(chunk), free(conv);
+        return lq_fail(err, "out of memory for dummy tensor '%s' (%zu bytes)", name, n * es);
+    }
+    for (size_t done = 0; done < n; done += (size_t)1 << 20) {
+        size_t len = n - done < ((size_t)1 << 20) ? n - done : ((size_t)1 << 20);
+        for (size_t i = 0; i < len; i++) {
+            m->dummy_seed = m->dummy_seed * 6364136223846793005ull + 1442695040888963407ull;
+            chunk[i] = rows > 0 ? ((float)((m->dummy_seed >> 40) & 0xffffff) / 16777216.0f - 0.5f) * 0.04f : 1.0f;
+        }
+        lq_convert(conv, m->dummy_dtype, chunk, LQ_DTYPE_F32, len);
+        m->backend->upload(m->backend, (char *)dev + done * es, conv, len * es);
+    }
+    free(chunk), free(conv);
+    *out = (lq_mat){dev, m->dummy_dtype, rows > 0 ? rows : 1, cols};
+    return 0;
+}
+
 /* Binds a matrix [rows][cols] (rows == 0: a vector of cols, e.g. a norm weight). */
 static int bind_mat(lq_model *m, lq_mat *out, const char *name, int rows, int cols, lq_error *err) {
+    if (m->dummy) return bind_dummy(m, out, name, rows, cols, err);
     const st_tensor *t = find_shaped(m, name, rows, cols, err);
     if (!t) return -1;
     out->data = place(m, t, err);
@@ -263,6 +291,18 @@ static int bind_mat(lq_model *m, lq_mat *out, const char *name, int rows, int co
 /* Binds an optional bias vector, widened to f32 in backend memory. */
 static int bind_bias(lq_model *m, const float **out, const char *name, int n, int required, lq_error *err) {
     *out = NULL;
+    if (m->dummy) { /* dummy biases are zero: what matters is that the adds run */
+        float *dev = required ? own(m, (size_t)n * sizeof *dev) : NULL;
+        float *zeros = required ? calloc((size_t)n, sizeof *zeros) : NULL;
+        if (required && (!dev || !zeros)) {
+            free(zeros);
+            return lq_fail(err, "out of memory");
+        }
+        if (required) m->backend->upload(m->backend, dev, zeros, (size_t)n * sizeof *dev);
+        free(zeros);
+        *out = dev;
+        return 0;
+    }
     if (!st_find(&m->tensors, name)) return required ? lq_fail(err, "weights: bias '%s' is missing", name) : 0;
     const st_tensor *t = find_shaped(m, name, 0, n, err);
     if (!t) return -1;
@@ -313,7 +353,7 @@ static int bind_weights(lq_model *m, lq_error *err) {
     if (bind_mat(m, &m->w.embed, "model.embed_tokens.weight", c->vocab_size, c->dim, err) ||
         bind_mat(m, &m->w.final_norm, "model.norm.weight", 0, c->dim, err))
         return -1;
-    if (c->tie_embeddings || !st_find(&m->tensors, "lm_head.weight")) {
+    if (c->tie_embeddings || (!m->dummy && !st_find(&m->tensors, "lm_head.weight"))) {
         if (!c->tie_embeddings) return lq_fail(err, "weights: lm_head.weight is missing and embeddings are not tied");
         m->w.lm_head = m->w.embed;
     } else if (bind_mat(m, &m->w.lm_head, "lm_head.weight", c->vocab_size, c->dim, err)) {
@@ -344,6 +384,40 @@ lq_model *lq_model_load(const char *dir, lq_backend *backend, lq_error *err) {
     if (rc == 0) rc = bind_weights(m, err);
     if (rc != 0) {
         lq_error_prefix(err, "%s", dir);
+        lq_model_free(m);
+        return NULL;
+    }
+    m->inv_freq = rope_inv_freq(&m->cfg);
+    return m;
+}
+
+/* config.json of a folder, or the file itself. */
+static char *read_config(const char *path, lq_error *err) {
+    char file[4096];
+    size_t n = strlen(path);
+    if (n >= 5 && !strcmp(path + n - 5, ".json")) snprintf(file, sizeof file, "%s", path);
+    else snprintf(file, sizeof file, "%s/config.json", path);
+    return lq_read_file(file, NULL, err);
+}
+
+lq_model *lq_model_load_dummy(const char *path, lq_backend *backend, lq_dtype dtype, unsigned long seed,
+                              lq_error *err) {
+    lq_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        lq_fail(err, "out of memory");
+        return NULL;
+    }
+    m->backend = backend;
+    m->dir = strdup(path);
+    m->dummy = 1;
+    m->dummy_dtype = dtype;
+    m->dummy_seed = seed * 2654435761ul + 1;
+    char *config = read_config(path, err);
+    int rc = config ? lq_config_parse(&m->cfg, config, NULL, err) : -1;
+    free(config);
+    if (rc == 0) rc = bind_weights(m, err);
+    if (rc != 0) {
+        lq_error_prefix(err, "%s (--load-format dummy)", path);
         lq_model_free(m);
         return NULL;
     }
@@ -507,6 +581,17 @@ static int add_lora(lq_model *m, lq_run_state *s, int layer, const float *x, int
     return 0;
 }
 
+/* x += xb2 (a block's output joins the residual stream), then xb = norm(x)·w for the
+ * next block (w NULL: the add alone): one pass over x on backends that fuse the two. */
+static void add_then_norm(lq_backend *b, lq_run_state *s, const lq_mat *w, int T, const lq_model_config *c) {
+    if (w && b->add_rmsnorm) {
+        b->add_rmsnorm(b, s->x, s->xb2, s->xb, w, T, c->dim, c->rms_eps);
+        return;
+    }
+    b->add(b, s->x, s->xb2, (size_t)T * c->dim);
+    if (w) b->rmsnorm(b, s->xb, s->x, w, T, c->dim, c->rms_eps);
+}
+
 int lq_model_step(lq_model *m, lq_run_state *s, const lq_kv_pool *kv, const lq_step_seq *seqs, int n_seqs,
                   float *logits, lq_error *err) {
     const lq_model_config *c = &m->cfg;
@@ -517,10 +602,10 @@ int lq_model_step(lq_model *m, lq_run_state *s, const lq_kv_pool *kv, const lq_s
     float scale = 1.0f / sqrtf((float)c->head_dim);
 
     b->embed(b, s->x, &m->w.embed, s->ids, T);
+    b->rmsnorm(b, s->xb, s->x, &m->w.layers[0].attn_norm, T, c->dim, c->rms_eps);
     for (int l = 0; l < c->n_layers; l++) {
         const lq_layer_weights *L = &m->w.layers[l];
-        /* attention block: x += Wo · attn(rope(q), rope(k), v) */
-        b->rmsnorm(b, s->xb, s->x, &L->attn_norm, T, c->dim, c->rms_eps);
+        /* attention block: x += Wo · attn(rope(q), rope(k), v), with xb = norm(x) on entry */
         b->matmul(b, s->q, s->xb, T, &L->wq, L->bq);
         b->matmul(b, s->k, s->xb, T, &L->wk, L->bk);
         b->matmul(b, s->v, s->xb, T, &L->wv, L->bv);
@@ -533,9 +618,8 @@ int lq_model_step(lq_model *m, lq_run_state *s, const lq_kv_pool *kv, const lq_s
         b->attention(b, s->att, s->q, kv, l, s->attn, n_seqs, c->n_heads, scale);
         b->matmul(b, s->xb2, s->att, T, &L->wo, L->bo);
         if (add_lora(m, s, l, s->att, 1, (lq_proj[]){LQ_PROJ_O}, (float *[]){s->xb2}, err)) return -1;
-        b->add(b, s->x, s->xb2, (size_t)T * c->dim);
+        add_then_norm(b, s, &L->ffn_norm, T, c);
         /* feed-forward block: x += Wdown · (silu(Wgate · norm(x)) ⊙ Wup · norm(x)) */
-        b->rmsnorm(b, s->xb, s->x, &L->ffn_norm, T, c->dim, c->rms_eps);
         b->matmul(b, s->hb, s->xb, T, &L->w_gate, L->b_gate);
         b->matmul(b, s->hb2, s->xb, T, &L->w_up, L->b_up);
         if (add_lora(m, s, l, s->xb, 2, (lq_proj[]){LQ_PROJ_GATE, LQ_PROJ_UP}, (float *[]){s->hb, s->hb2}, err))
@@ -543,7 +627,7 @@ int lq_model_step(lq_model *m, lq_run_state *s, const lq_kv_pool *kv, const lq_s
         b->silu_mul(b, s->hb, s->hb, s->hb2, (size_t)T * c->hidden_dim);
         b->matmul(b, s->xb2, s->hb, T, &L->w_down, L->b_down);
         if (add_lora(m, s, l, s->hb, 1, (lq_proj[]){LQ_PROJ_DOWN}, (float *[]){s->xb2}, err)) return -1;
-        b->add(b, s->x, s->xb2, (size_t)T * c->dim);
+        add_then_norm(b, s, l + 1 < c->n_layers ? &m->w.layers[l + 1].attn_norm : NULL, T, c);
     }
     /* logits = lm_head · norm(x), only for the rows that asked */
     b->gather_rows(b, s->xb, s->x, s->logit_rows, R, c->dim);

@@ -61,6 +61,9 @@ typedef struct lq_model {
     int n_owned;
     float *inv_freq;    /* host, head_dim/2 */
     char *dir;
+    int dummy;          /* --load-format dummy: random weights, no files */
+    lq_dtype dummy_dtype;
+    unsigned long long dummy_seed;
 } lq_model;
 
 /* Parses config.json text (and generation_config.json text, may be NULL, for EOS ids). */
@@ -69,6 +72,12 @@ int lq_config_parse(lq_model_config *c, const char *config_json, const char *gen
 /* Loads DIR/config.json, DIR/generation_config.json and the safetensors weights. */
 lq_model *lq_model_load(const char *dir, lq_backend *backend, lq_error *err);
 void lq_model_free(lq_model *m);
+
+/* --load-format dummy (vLLM's name): the model config.json describes (path is a folder
+ * holding it or the file itself) with random weights of dtype in backend memory, for
+ * measuring speed at any shape without downloading weights. */
+lq_model *lq_model_load_dummy(const char *path, lq_backend *backend, lq_dtype dtype, unsigned long seed,
+                              lq_error *err);
 
 /* Bytes of weights read per decoded token (every matrix once, embedding row aside). */
 size_t lq_model_weight_bytes(const lq_model *m);
