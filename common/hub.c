@@ -698,6 +698,41 @@ int lq_hub_snapshot(const lq_hub_config *c, const char *id, lq_hub_kind kind, ch
     return rc;
 }
 
+int lq_adapter_id_safe(const char *id) {
+    size_t n = strlen(id);
+    if (n == 0 || n > 128) return 0;
+    const char *seg = id;
+    for (const char *p = id;; p++) {
+        if (*p == '/' || !*p) {
+            size_t len = (size_t)(p - seg);
+            if (len == 0 || (len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.')) return 0;
+            if (!*p) return 1;
+            seg = p + 1;
+        } else if (!id_char(*p)) {
+            return 0;
+        }
+    }
+}
+
+int lq_adapter_allowed(const char *patterns, const char *id) {
+    if (!patterns || !*patterns || !lq_adapter_id_safe(id)) return 0;
+    char pat[256];
+    for (const char *p = patterns; *p;) {
+        size_t n = strcspn(p, ",");
+        const char *b = p, *e = p + n;
+        while (b < e && (*b == ' ' || *b == '\t')) b++;
+        while (e > b && (e[-1] == ' ' || e[-1] == '\t')) e--;
+        if (e > b && (size_t)(e - b) < sizeof pat) {
+            memcpy(pat, b, (size_t)(e - b));
+            pat[e - b] = 0;
+            if (fnmatch(pat, id, FNM_PATHNAME) == 0) return 1;
+        }
+        p += n;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
 int lq_resolve_source(const char *src, lq_hub_kind kind, char *dir, size_t dir_len, lq_error *err) {
     struct stat st;
     if (stat(src, &st) == 0) {

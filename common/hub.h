@@ -52,6 +52,15 @@ int lq_hub_parse_id(const char *id, char *repo, size_t repo_len, char *revision,
 /* A string that looks like a hub id rather than a local path. */
 int lq_hub_looks_like_id(const char *s);
 
+/* Adapter ids a request may name beyond the configured ones
+ * (LORQ_ALLOW_ADAPTERS): `patterns` is a comma list of shell globs matched
+ * against the whole id, a star not crossing a slash (acme/STAR, STAR/STAR, team-?/x).
+ * The id must also be safe as a path below a folder: segments of
+ * [A-Za-z0-9._-] separated by single '/', none empty, "." or "..".
+ * Returns 1 when allowed. NULL or "" patterns allow nothing. */
+int lq_adapter_id_safe(const char *id);
+int lq_adapter_allowed(const char *patterns, const char *id);
+
 /* Resolves id to a snapshot folder, downloading what is missing. Writes the
  * folder's path into dir. Errors name the cause: not found, needs a token,
  * not an adapter/model repository, corrupt download, too large, unreachable. */

@@ -48,6 +48,10 @@ static const opt OPTS[] = {
     {"PAYLOAD_LIMIT", OPT_INT, 1024, 1LL << 30, 0, 0, "largest request body in bytes (default 2000000)"},
     STR_OPT("REDIS_URL", redis_url, "redis://[[user]:password@]host[:port][/db] or unix:///path"),
     STR_OPT("LORQ_PREFIX", prefix, "key prefix shared with the workers (default lorq:)"),
+    STR_OPT("LORQ_ALLOW_ADAPTERS", allow_adapters,
+            "comma list of globs of adapter ids served beyond LORA_ADAPTERS, loaded by the workers on first use "
+            "(e.g. 'acme/*'; '*' does not cross '/'; default: none)"),
+    STR_OPT("LORQ_ADMIN_TOKEN", admin_token, "bearer token for /admin/adapters (default: unset, /admin disabled)"),
     {"RESULT_TTL", OPT_INT, 1, 30LL * 86400, 0, 0, "seconds a finished job's result is kept (default 3600)"},
     INT_OPT("REQUEST_TIMEOUT", request_timeout_s, 0, 7 * 86400,
             "seconds a request may take before it fails (default 600; 0: none)"),

@@ -31,6 +31,8 @@ typedef struct lq_gw_config {
     char prefix[LQ_PREFIX_MAX + 1];
     int64_t result_ttl_ms;    /* RESULT_TTL (seconds) */
     int request_timeout_s;    /* REQUEST_TIMEOUT: a job's deadline after it is accepted */
+    char allow_adapters[1024]; /* LORQ_ALLOW_ADAPTERS: globs of ids accepted beyond LORA_ADAPTERS ("" none) */
+    char admin_token[256];     /* LORQ_ADMIN_TOKEN: bearer token of /admin; "" disables it */
     int help;                 /* --help was given */
 } lq_gw_config;
 

@@ -20,6 +20,7 @@
 #include "validate.h"
 
 typedef struct lq_metrics lq_metrics;
+typedef struct lq_known lq_known;
 
 typedef struct lq_gw {
     lq_gw_config cfg;
@@ -36,6 +37,7 @@ typedef struct lq_gw {
     lq_rc *rc;
     lq_redis *names; /* key names under the prefix (never connected) */
     lq_metrics *metrics;
+    lq_known *known; /* adapters resident in workers (known.c) */
     int in_flight; /* generation requests being answered now (MAX_CONCURRENT_REQUESTS) */
     int64_t started_ms;
 } lq_gw;

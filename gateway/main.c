@@ -20,6 +20,7 @@
 #include "config.h"
 #include "gateway.h"
 #include "hub.h"
+#include "known.h"
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
@@ -76,6 +77,7 @@ static void fill_limits(lq_gw *gw) {
     l->model_name = gw->model_name;
     l->adapters = gw->cfg.adapters;
     l->n_adapters = gw->cfg.n_adapters;
+    l->allow = gw->cfg.allow_adapters;
 }
 
 static int connect_redis(lq_gw *gw) {
@@ -133,6 +135,7 @@ static void cleanup(lq_gw *gw, struct event **sigs, int n_sigs) {
     /* Redis first: pending replies (NULL now) answer their HTTP requests before evhttp frees them. */
     lq_rc_free(gw->rc);
     gw->rc = NULL;
+    lq_known_free(gw->known);
     if (gw->http) evhttp_free(gw->http);
     lq_redis_free(gw->names);
     lq_tokpool_free(gw->tokpool);
@@ -162,6 +165,7 @@ int main(int argc, char **argv) {
     if (!rc && !(gw.tokpool = lq_tokpool_new(gw.base, gw.tok, tokenizer_threads(), &err)))
         rc = fail_start("", err.msg, 1);
     if (!rc) rc = connect_redis(&gw);
+    if (!rc && !(gw.known = lq_known_new(&gw))) rc = fail_start("", "out of memory", 1);
     if (!rc && lq_server_start(&gw, &err)) rc = fail_start("", err.msg, 1);
     if (!rc) {
         sigs[0] = evsignal_new(gw.base, SIGTERM, on_signal, &gw);

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "known.h"
 #include "routes.h"
 #include "server.h"
 #include "session.h"
@@ -275,8 +276,14 @@ void lq_route_models(lq_gw *gw, struct evhttp_request *req, const char *arg) {
     json_int_t created = (json_int_t)(gw->started_ms / 1000);
     json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", gw->cfg.model_id, "object", "model", "created",
                                           created, "owned_by", "lorq"));
-    for (int i = 0; i < gw->cfg.n_adapters; i++)
-        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", gw->cfg.adapters[i], "object", "model",
-                                              "created", created, "owned_by", "lorq", "parent", gw->cfg.model_id));
+    json_t *ids = lq_known_ids(gw);
+    size_t i;
+    json_t *id;
+    json_array_foreach(ids, i, id) {
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", json_string_value(id), "object",
+                                              "model", "created", created, "owned_by", "lorq", "parent",
+                                              gw->cfg.model_id));
+    }
+    json_decref(ids);
     lq_http_send_json(req, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }

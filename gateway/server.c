@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "log.h"
 #include "routes.h"
 
@@ -215,7 +216,7 @@ static void dispatch(struct evhttp_request *req, void *arg) {
         method_not_allowed(req, path, method_name(other->method));
         return;
     }
-    if (dispatch_job(gw, req, path)) return;
+    if (dispatch_job(gw, req, path) || lq_route_admin(gw, req, path)) return;
     char msg[300];
     snprintf(msg, sizeof msg, "no route for %s %.200s", method_name(m), path);
     lq_http_error(req, 404, "not_found", msg);

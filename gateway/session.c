@@ -226,6 +226,8 @@ void lq_session_end_error(const lq_event *ev, lq_gw_error *e) {
     const char *msg = ev->error ? ev->error : "the job failed";
     if (ev->finish_reason && !strcmp(ev->finish_reason, "cancelled"))
         lq_gw_fail(e, 424, "generation", "the job was cancelled");
+    else if (!strcmp(type, "adapter_not_found"))
+        lq_gw_fail(e, 404, "not_found", "%s", msg);
     else if (!strcmp(type, "validation") || !strcmp(type, "adapter"))
         lq_gw_fail(e, 422, "validation", "%s", msg);
     else if (!strcmp(type, "overloaded"))

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "known.h"
 #include "routes.h"
 #include "server.h"
 
@@ -84,8 +85,7 @@ void lq_route_health(lq_gw *gw, struct evhttp_request *req, const char *arg) {
 void lq_route_info(lq_gw *gw, struct evhttp_request *req, const char *arg) {
     (void)arg;
     const lq_gw_config *c = &gw->cfg;
-    json_t *adapters = json_array();
-    for (int i = 0; i < c->n_adapters; i++) json_array_append_new(adapters, json_string(c->adapters[i]));
+    json_t *adapters = lq_known_ids(gw);
     json_t *info = json_pack(
         "{s:s, s:n, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:n, s:n, s:o, s:{s:s, s:I, s:i}}",
         "model_id", c->model_id, "model_sha", "model_pipeline_tag", "text-generation", "model_device_type", "worker pool",

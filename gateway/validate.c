@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hub.h"
+
 /* TGI's ceiling for a default max_new_tokens (DEFAULT_GENERATION_LENGTH). */
 #define DEFAULT_GENERATION_LENGTH 1024
 
@@ -207,8 +209,15 @@ int lq_gw_resolve_adapter(const lq_gw_limits *lim, const char *name, const char 
             return 0;
         }
     }
+    if (lq_adapter_allowed(lim->allow, name)) { /* the workers load it on first use */
+        snprintf(out, LQ_ADAPTER_ID_MAX + 1, "%s", name);
+        return 0;
+    }
     char known[400];
     list_adapters(lim, known, sizeof known);
+    if (lim->allow && lim->allow[0])
+        return invalid(e, "%s '%.*s' is not served here: not a known adapter (%s) and not an id matching "
+                       "LORQ_ALLOW_ADAPTERS (%.200s) made of owner/name segments", what, 200, name, known, lim->allow);
     return invalid(e, "%s '%.*s' is not served here; known adapters: %s", what, 200, name, known);
 }
 

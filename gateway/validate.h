@@ -36,6 +36,7 @@ typedef struct lq_gw_limits {
     const char *model_name; /* ... and the model folder's name; may be NULL */
     char *const *adapters;  /* the adapter ids served */
     int n_adapters;
+    const char *allow;      /* LORQ_ALLOW_ADAPTERS globs (lq_adapter_allowed); NULL or "": none */
 } lq_gw_limits;
 
 typedef enum lq_gw_api { LQ_API_GENERATE, LQ_API_COMPLETIONS, LQ_API_CHAT } lq_gw_api;

@@ -19,6 +19,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "adapters.h"
 #include "backend.h"
 #include "hub.h"
 #include "job.h"
@@ -38,8 +39,8 @@ typedef struct adapter_entry {
 typedef struct worker_config {
     const char *redis_url, *prefix, *model_id, *lora_adapters, *worker_id;
     lq_sched_config sched;
+    lq_adapters_config jit;
     int claim_min_idle_ms, max_attempts, threads;
-    const char *device, *load_format; /* backend (kernels/select.c); "dummy": random weights */
     long long result_ttl_s;
     adapter_entry adapters[MAX_ADAPTERS];
     int n_adapters;
@@ -72,8 +73,11 @@ enum {
     O_WORKER_ID,
     O_ADAPTER_MEMORY_BUDGET,
     O_THREADS,
-    O_DEVICE,
-    O_LOAD_FORMAT,
+    O_ALLOW_ADAPTERS,
+    O_ADAPTERS_DIR,
+    O_MAX_HOST_ADAPTERS,
+    O_ADAPTER_MAX_SIZE,
+    O_ADAPTER_FAILURE_TTL,
     O_COUNT
 };
 
@@ -91,8 +95,11 @@ static const option options[O_COUNT] = {
     [O_WORKER_ID] = {"WORKER_ID", "--worker-id", OPT_STR, 0, 0, "consumer name (default <host>-<pid>-<4 hex>)"},
     [O_ADAPTER_MEMORY_BUDGET] = {"ADAPTER_MEMORY_BUDGET", "--adapter-memory-budget", OPT_BYTES, 0, LLONG_MAX, "bytes of resident adapters, suffixes K/M/G/KiB/MiB/GiB (default 2GiB, 0: unlimited)"},
     [O_THREADS] = {"LORQ_THREADS", "--threads", OPT_INT, 0, 1024, "CPU threads (default 0: all cores)"},
-    [O_DEVICE] = {"LORQ_DEVICE", "--device", OPT_STR, 0, 0, "cpu, cuda or auto (default auto: the GPU when one is visible)"},
-    [O_LOAD_FORMAT] = {"LOAD_FORMAT", "--load-format", OPT_STR, 0, 0, "auto, or dummy: random weights for MODEL_ID's config.json"},
+    [O_ALLOW_ADAPTERS] = {"LORQ_ALLOW_ADAPTERS", "--allow-adapters", OPT_STR, 0, 0, "globs of adapter ids loaded on demand beyond LORA_ADAPTERS, e.g. 'acme/*' (default: none)"},
+    [O_ADAPTERS_DIR] = {"LORQ_ADAPTERS_DIR", "--adapters-dir", OPT_STR, 0, 0, "folder of adapters by id (<dir>/<id>), tried before the hub"},
+    [O_MAX_HOST_ADAPTERS] = {"MAX_HOST_ADAPTERS", "--max-host-adapters", OPT_INT, 0, 1 << 20, "most adapters resident in memory (default 0: only ADAPTER_MEMORY_BUDGET bounds)"},
+    [O_ADAPTER_MAX_SIZE] = {"ADAPTER_MAX_SIZE", "--adapter-max-size", OPT_BYTES, 0, LLONG_MAX, "largest adapter_model.safetensors accepted (default 0: no limit)"},
+    [O_ADAPTER_FAILURE_TTL] = {"LORQ_ADAPTER_FAILURE_TTL", "--adapter-failure-ttl", OPT_INT, 0, 86400, "seconds a failed adapter load is remembered (default 30)"},
 };
 
 static void usage(FILE *out) {
@@ -277,6 +284,10 @@ static int parse_config(int argc, char **argv, worker_config *c) {
     c->prefix = v[O_PREFIX] ? v[O_PREFIX] : LQ_DEFAULT_PREFIX;
     c->model_id = v[O_MODEL_ID];
     c->lora_adapters = v[O_LORA_ADAPTERS];
+    c->jit.allow = v[O_ALLOW_ADAPTERS];
+    c->jit.dir = v[O_ADAPTERS_DIR];
+    c->jit.failure_ttl_ms = 30000;
+    int ttl_s = -1;
 #define NUM(opt, dst)                                                                                                  \
     do {                                                                                                               \
         n = -1;                                                                                                        \
@@ -291,15 +302,11 @@ static int parse_config(int argc, char **argv, worker_config *c) {
     NUM(O_RESULT_TTL, c->result_ttl_s);
     NUM(O_ADAPTER_MEMORY_BUDGET, c->sched.adapter_budget_bytes);
     NUM(O_THREADS, c->threads);
-    c->device = v[O_DEVICE];
-    c->load_format = v[O_LOAD_FORMAT];
-    if (c->load_format && strcmp(c->load_format, "auto") && strcmp(c->load_format, "safetensors") &&
-        strcmp(c->load_format, "dummy")) {
-        fprintf(stderr, "lorq-worker: LOAD_FORMAT (--load-format) is '%s'; it must be auto, safetensors or dummy\n",
-                c->load_format);
-        return -1;
-    }
+    NUM(O_MAX_HOST_ADAPTERS, c->sched.max_resident_adapters);
+    NUM(O_ADAPTER_MAX_SIZE, c->jit.max_file_bytes);
+    NUM(O_ADAPTER_FAILURE_TTL, ttl_s);
 #undef NUM
+    if (ttl_s >= 0) c->jit.failure_ttl_ms = ttl_s * 1000;
     if (!c->model_id) {
         fprintf(stderr, "lorq-worker: MODEL_ID (--model-id) is not set: give a model folder or hub id\n");
         return -1;
@@ -337,10 +344,12 @@ typedef struct engine {
     lq_backend *backend;
     lq_model *model;
     lq_scheduler *sched;
+    lq_adapters *adapters;
     char model_dir[4096];
 } engine;
 
 static void engine_free(engine *e) {
+    lq_adapters_free(e->adapters);
     lq_scheduler_free(e->sched);
     lq_model_free(e->model);
     if (e->backend) e->backend->destroy(e->backend);
@@ -353,18 +362,18 @@ static int engine_load(engine *e, const worker_config *c, lq_error *err) {
         lq_error_prefix(err, "MODEL_ID");
         return -1;
     }
-    int dummy = c->load_format && !strcmp(c->load_format, "dummy");
-    if (!(e->tok = tok_load(e->model_dir, err)) || !(e->backend = lq_backend_open(c->device, c->threads, err)) ||
-        !(e->model = dummy ? lq_model_load_dummy(e->model_dir, e->backend, LQ_DTYPE_BF16, 1, err)
-                           : lq_model_load(e->model_dir, e->backend, err)) ||
-        !(e->sched = lq_scheduler_new(e->model, e->tok, &c->sched, err)))
+    if (!(e->tok = tok_load(e->model_dir, err)) || !(e->backend = lq_backend_cpu_new(c->threads, err)) ||
+        !(e->model = lq_model_load(e->model_dir, e->backend, err)) ||
+        !(e->sched = lq_scheduler_new(e->model, e->tok, &c->sched, err)) ||
+        !(e->adapters = lq_adapters_new(e->sched, e->model, &c->jit, err)))
         return -1;
     lq_log("model %s loaded in %.2f s: %s, %d layers, vocab %d", c->model_id, (lq_time_ms() - t0) / 1000.0,
            e->model->cfg.arch_name, e->model->cfg.n_layers, e->model->cfg.vocab_size);
     for (int i = 0; i < c->n_adapters; i++) {
         char dir[4096];
         if (lq_resolve_source(c->adapters[i].source, LQ_HUB_ADAPTER, dir, sizeof dir, err) ||
-            lq_scheduler_add_adapter(e->sched, c->adapters[i].name, dir, 0, err)) {
+            lq_scheduler_add_adapter(e->sched, c->adapters[i].name, dir, 0, err) ||
+            lq_adapters_declare(e->adapters, c->adapters[i].name, dir, err)) {
             lq_error_prefix(err, "LORA_ADAPTERS entry '%s'", c->adapters[i].name);
             return -1;
         }
@@ -434,7 +443,8 @@ int main(int argc, char **argv) {
         .max_job_tokens = max_job_tokens(&c, e.model),
         .capacity = c.sched.max_running,
         .model = c.model_id,
-        .device = e.backend->name,
+        .device = "cpu",
+        .adapters = e.adapters,
     };
     if (!(q = lq_queue_new(r, e.sched, &qc, &err))) {
         fprintf(stderr, "lorq-worker: %s\n", err.msg);

@@ -15,7 +15,7 @@
  *      `cancelled`, `lost` and `over` replies drop the job from the scheduler.
  *      While anything is undelivered the worker does not step, so a Redis
  *      outage pauses generation instead of piling up events.
- *   2. housekeeping on timers: stream discovery (SMEMBERS P queues, 1 s)
+ *   2. housekeeping on timers: stream discovery (SMEMBERS P queues, 250 ms)
  *      and recovery of entries other workers left idle (XAUTOCLAIM, every
  *      CLAIM_MIN_IDLE_MS/4). The heartbeat (1 s) and the keep-alive of the
  *      entries it holds (XCLAIM JUSTID, every CLAIM_MIN_IDLE_MS/3) run on a
@@ -27,6 +27,15 @@
  *      the next ones are tried if those were empty. It blocks only when the
  *      worker is idle.
  *   4. step the scheduler once and file its events under their jobs.
+ *
+ * Just-in-time adapters (worker/adapters.c): a started job whose adapter is
+ * not resident is parked here (not in the scheduler) while the loader thread
+ * loads it; each turn installs finished loads, and the jobs parked on an
+ * adapter go to the scheduler when it is resident, or fail with the load's
+ * error. Parked jobs count against the free slots, and when nothing but
+ * parked jobs is left the loop waits on the loader instead of spinning.
+ * Admin commands (preload, unload) arrive on the stream P control, read
+ * without a group by every worker (docs/protocol.md).
  *
  * Entries are checked before they are started: an entry that is not a job
  * (bad msgpack, missing or mistyped fields, an id that disagrees with the
@@ -49,7 +58,8 @@
 #include <unistd.h>
 
 enum {
-    DISCOVER_MS = 1000,
+    DISCOVER_MS = 250, /* a new adapter's first job waits for this: keep it short */
+    CONTROL_MS = 500,
     HEARTBEAT_MS = 1000,
     HEARTBEAT_TTL_MS = 5000,
     RATE_SECONDS = 10,
@@ -102,6 +112,9 @@ typedef struct qjob {
     lq_buf end;    /* the end event, when it was not an error */
     char *error, *error_type;
     char finish[24];
+    int parked;      /* waiting for its adapter's load, not yet in the scheduler */
+    int pinned;      /* holds a pin on its adapter (lq_adapters_release when forgotten) */
+    int32_t *resume; /* a parked job's logged tokens */
 } qjob;
 
 typedef struct qstream {
@@ -146,6 +159,9 @@ struct lq_queue {
     unsigned rotate;
     int64_t t_discover, t_autoclaim; /* monotonic ms of the last run */
     keeper k;
+    int n_parked;
+    char control_id[ENTRY_ID_MAX + 1]; /* last P control entry seen; "" until the first look */
+    int64_t t_control;
     int held_dirty; /* jobs came or went since the keeper's snapshot */
     int draining, connected_once;
     int64_t started_ms;
@@ -171,6 +187,7 @@ static void job_free(qjob *j) {
     free(j->error);
     free(j->error_type);
     free(j->raw);
+    free(j->resume);
     free(j);
 }
 
@@ -183,7 +200,9 @@ static void job_forget(lq_queue *q, qjob *j) {
         }
     q->n_jobs--;
     q->held_dirty = 1;
-    if (!j->ended) lq_scheduler_drop(q->s, j);
+    if (j->parked) q->n_parked--;
+    else if (!j->ended) lq_scheduler_drop(q->s, j);
+    if (j->pinned) lq_adapters_release(q->c.adapters, j->adapter);
     job_free(j);
 }
 
@@ -319,6 +338,12 @@ static void on_end_reply(lq_queue *q, qjob *j, const redisReply *rep) {
     else if (w && !strcmp(w, "over")) lq_log("job %s was already over (%s)", j->id, lq_reply_str(rep, 1));
     else if (w && !strcmp(w, "lost")) lq_log("job %s finished here but was claimed by another worker", j->id);
     else lq_log("job %s: ending it failed: %s", j->id, rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "bad reply");
+}
+
+static int undelivered(const lq_queue *q) {
+    for (const qjob *j = q->jobs; j; j = j->next)
+        if (job_pending_calls(j)) return 1;
+    return 0;
 }
 
 /* Sends every unconfirmed event in one pipeline. Returns -1 if Redis went away. */
@@ -477,9 +502,9 @@ static int job_problem(lq_queue *q, const qentry *e, const char *entry_id, const
         return snprintf(msg, size, "job for adapter '%s' found on the queue of adapter '%s'", job->adapter,
                         e->stream->adapter),
                -1;
-    if (job->adapter[0] && !lq_scheduler_has_adapter(q->s, job->adapter)) {
+    if (job->adapter[0] && !lq_adapters_admissible(q->c.adapters, job->adapter, msg, size)) {
         v->type = "adapter";
-        return snprintf(msg, size, "unknown adapter '%s' (not in this worker's LORA_ADAPTERS)", job->adapter), -1;
+        return -1;
     }
     if (!job_fits(q, job))
         return snprintf(msg, size,
@@ -613,10 +638,67 @@ static qjob *job_new(lq_queue *q, const qentry *e, const lq_job *job, long long 
     return j;
 }
 
+/* Hands a job to the scheduler, with its logged tokens. */
+static void submit_job(lq_queue *q, qjob *j, const lq_job *job) {
+    lq_error err;
+    if (lq_scheduler_submit(q->s, job, j->resume, j->n_resume, j, &err)) {
+        j->ended = 1;
+        set_error(j, err.msg, "internal");
+    } else {
+        lq_log("job %s started: adapter '%s', %d prompt tokens, max_new_tokens %d, attempt %s, %d tokens logged before",
+               job->id, job->adapter[0] ? job->adapter : "(base)", job->n_prompt, job->max_new_tokens, j->attempts,
+               j->n_resume);
+    }
+    free(j->resume);
+    j->resume = NULL;
+}
+
+/* Asks for the job's adapter: READY (pinned), WAIT (the job is parked) or FAILED (the job has ended). */
+static lq_adapter_state need_adapter(lq_queue *q, qjob *j) {
+    char msg[700];
+    const char *type;
+    lq_adapter_state st = lq_adapters_want(q->c.adapters, j->adapter, msg, sizeof msg, &type);
+    if (st == LQ_ADAPTER_READY) {
+        j->pinned = 1;
+    } else if (st == LQ_ADAPTER_WAIT) {
+        if (!j->parked) {
+            j->parked = 1;
+            q->n_parked++;
+            lq_log("job %s waits for adapter '%s' to load", j->id, j->adapter);
+        }
+    } else {
+        j->ended = 1;
+        set_error(j, msg, type);
+    }
+    return st;
+}
+
+/* The loader finished `name`: its parked jobs run, or end with its error. */
+static void on_adapter_done(void *ctx, const char *name, int ok) {
+    lq_queue *q = ctx;
+    (void)ok;
+    for (qjob *j = q->jobs; j; j = j->next) {
+        if (!j->parked || strcmp(j->adapter, name)) continue;
+        j->parked = 0;
+        q->n_parked--;
+        if (need_adapter(q, j) != LQ_ADAPTER_READY) continue; /* failed (ended), or parked again */
+        lq_job job;
+        lq_error err;
+        if (lq_job_decode(j->raw, j->raw_len, &job, &err)) {
+            j->ended = 1;
+            set_error(j, err.msg, "internal");
+            continue;
+        }
+        submit_job(q, j, &job);
+        lq_job_clear(&job);
+    }
+}
+
 /* `start` said run: hand the job to the scheduler, with its logged tokens. */
 static void run_job(lq_queue *q, const qentry *e, const lq_job *job, const redisReply *rep) {
     long long attempts = lq_reply_int(rep, 1), logged = lq_reply_int(rep, 2);
     qjob *j = job_new(q, e, job, attempts);
+    int32_t *resume = NULL;
     if (!j) {
         lq_log("job %s: out of memory starting it", job->id);
         return; /* the entry stays pending here; another worker claims it */
@@ -626,7 +708,6 @@ static void run_job(lq_queue *q, const qentry *e, const lq_job *job, const redis
     q->n_jobs++;
     q->held_dirty = 1;
     lq_error err;
-    int32_t *resume = NULL;
     if (logged > 0 && read_resume(q, j, (int)logged, &resume, &err)) {
         if (!lq_redis_up(q->r)) { /* Redis went away: the entry stays ours; the keep-alive or a claim brings it back */
             q->jobs = j->next, q->n_jobs--, job_free(j);
@@ -637,15 +718,9 @@ static void run_job(lq_queue *q, const qentry *e, const lq_job *job, const redis
         return;
     }
     j->n_resume = j->confirmed = (int)(logged > 0 ? logged : 0);
-    if (lq_scheduler_submit(q->s, job, resume, j->n_resume, j, &err)) {
-        j->ended = 1;
-        set_error(j, err.msg, "internal");
-    } else {
-        lq_log("job %s started: adapter '%s', %d prompt tokens, max_new_tokens %d, attempt %lld, %d tokens logged before",
-               job->id, job->adapter[0] ? job->adapter : "(base)", job->n_prompt, job->max_new_tokens, attempts,
-               j->n_resume);
-    }
-    free(resume);
+    j->resume = resume;
+    if (job->adapter[0] && need_adapter(q, j) != LQ_ADAPTER_READY) return; /* parked, or failed */
+    submit_job(q, j, job);
 }
 
 static void on_start_reply(lq_queue *q, const qentry *e, const lq_job *job, const redisReply *rep, verdict *missing) {
@@ -741,6 +816,12 @@ out:
 }
 
 /* ---- reading ---- */
+
+/* The scheduler's free slots less the parked jobs, which will need them. */
+static int slots_free(const lq_queue *q) {
+    int n = lq_scheduler_free_slots(q->s) - q->n_parked;
+    return n > 0 ? n : 0;
+}
 
 static int entry_fields(const redisReply *e, const qstream *s, qentry *out) {
     if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
@@ -848,7 +929,7 @@ static int read_streams(lq_queue *q, const int *order, int n, int count, int blo
 
 /* Reads as many entries as there are free slots, fairly (see the top of the file). */
 static void read_new(lq_queue *q, int may_block) {
-    int free_slots = lq_scheduler_free_slots(q->s);
+    int free_slots = slots_free(q);
     int usable = 0;
     for (int i = 0; i < q->n_streams; i++) usable += q->streams[i].usable;
     if (free_slots <= 0 || usable == 0) {
@@ -941,7 +1022,7 @@ static void auto_claim(lq_queue *q) {
     snprintf(idle, sizeof idle, "%d", q->c.claim_min_idle_ms);
     for (int i = 0; i < q->n_streams && lq_redis_up(q->r); i++) {
         qstream *s = &q->streams[i];
-        int free_slots = lq_scheduler_free_slots(q->s);
+        int free_slots = slots_free(q);
         if (free_slots <= 0) return;
         if (!s->usable) continue;
         char count[16];
@@ -975,10 +1056,72 @@ static int due(int64_t *last, int64_t now, int every_ms) {
     return 1;
 }
 
+/* ---- admin commands: the stream P control ----
+ *
+ * Every worker reads every entry (XREAD, no group), from the last entry that
+ * existed when it first looked: commands are for the workers alive when they
+ * are sent. Fields: op (load | unload), adapter. */
+
+static void control_key(const lq_queue *q, char *key) { snprintf(key, LQ_KEY_MAX, "%scontrol", lq_redis_prefix(q->r)); }
+
+static void control_apply(lq_queue *q, const char *op, const char *adapter) {
+    char why[700];
+    if (!strcmp(op, "load")) {
+        if (lq_adapters_preload(q->c.adapters, adapter, why, sizeof why) == 0) lq_log("admin: loading adapter '%s'", adapter);
+        else lq_log("admin: not loading adapter '%s': %s", adapter, why);
+    } else if (!strcmp(op, "unload")) {
+        if (lq_adapters_unload(q->c.adapters, adapter) == 0) lq_log("admin: adapter '%s' unloaded", adapter);
+        else lq_log("admin: adapter '%s' is not resident or is in use; not unloaded", adapter);
+    } else {
+        lq_log("admin: unknown op '%s' on the control stream; ignored", op);
+    }
+}
+
+static void control_entry(lq_queue *q, const redisReply *e) {
+    if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+        e->element[0]->len > ENTRY_ID_MAX)
+        return;
+    snprintf(q->control_id, sizeof q->control_id, "%s", e->element[0]->str);
+    const redisReply *f = e->element[1];
+    const char *op = NULL, *adapter = NULL;
+    for (size_t i = 0; f->type == REDIS_REPLY_ARRAY && i + 1 < f->elements; i += 2)
+        if (f->element[i]->type == REDIS_REPLY_STRING && f->element[i + 1]->type == REDIS_REPLY_STRING) {
+            if (!strcmp(f->element[i]->str, "op")) op = f->element[i + 1]->str;
+            else if (!strcmp(f->element[i]->str, "adapter")) adapter = f->element[i + 1]->str;
+        }
+    if (op && adapter) control_apply(q, op, adapter);
+}
+
+static void read_control(lq_queue *q) {
+    char key[LQ_KEY_MAX];
+    control_key(q, key);
+    lq_error err;
+    redisReply *rep;
+    if (!q->control_id[0]) { /* first look: start after the newest entry */
+        if (!(rep = lq_redis_cmd(q->r, &err, "XREVRANGE %s + - COUNT 1", key))) return;
+        snprintf(q->control_id, sizeof q->control_id, "0-1");
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 && rep->element[0]->type == REDIS_REPLY_ARRAY &&
+            rep->element[0]->elements == 2 && rep->element[0]->element[0]->type == REDIS_REPLY_STRING &&
+            rep->element[0]->element[0]->len <= ENTRY_ID_MAX)
+            snprintf(q->control_id, sizeof q->control_id, "%s", rep->element[0]->element[0]->str);
+        freeReplyObject(rep);
+        return;
+    }
+    if (!(rep = lq_redis_cmd(q->r, &err, "XREAD COUNT 100 STREAMS %s %s", key, q->control_id))) return;
+    if (rep->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < rep->elements; i++) {
+            const redisReply *sr = rep->element[i];
+            if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2 || sr->element[1]->type != REDIS_REPLY_ARRAY) continue;
+            for (size_t k = 0; k < sr->element[1]->elements; k++) control_entry(q, sr->element[1]->element[k]);
+        }
+    freeReplyObject(rep);
+}
+
 static void housekeeping(lq_queue *q) {
     int64_t now = mono_ms();
     int idle = q->c.claim_min_idle_ms;
     if (lq_redis_up(q->r) && due(&q->t_discover, now, DISCOVER_MS)) discover(q);
+    if (lq_redis_up(q->r) && due(&q->t_control, now, CONTROL_MS)) read_control(q);
     if (lq_redis_up(q->r) && !q->draining && due(&q->t_autoclaim, now, idle / 4 > 50 ? idle / 4 : 50)) auto_claim(q);
 }
 
@@ -1213,12 +1356,15 @@ static int turn(lq_queue *q, volatile sig_atomic_t *drain, volatile sig_atomic_t
     if (!lq_redis_up(q->r)) return 0;
     int busy = lq_scheduler_running(q->s) > 0 || q->jobs;
     if (q->draining && !busy) return 1;
+    lq_adapters_poll(q->c.adapters, on_adapter_done, q);
     if (!q->draining) read_new(q, !busy);
     if (!lq_redis_up(q->r)) return 0;
     if (step(q, err) < 0) {
         lq_log("engine failure: %s", err->msg);
         return -1;
     }
+    if (q->n_parked > 0 && lq_scheduler_running(q->s) == 0 && !undelivered(q))
+        lq_adapters_wait(q->c.adapters, 20); /* only loads to wait for: not a spin */
     return 0;
 }
 
@@ -1246,7 +1392,7 @@ lq_queue *lq_queue_new(lq_redis *r, lq_scheduler *s, const lq_queue_config *c, l
     q->r = r;
     q->s = s;
     q->c = *c;
-    if (q->c.block_ms <= 0) q->c.block_ms = 500;
+    if (q->c.block_ms <= 0) q->c.block_ms = 250; /* also how soon an idle worker sees a new stream */
     if (q->c.claim_min_idle_ms <= 0) q->c.claim_min_idle_ms = 30000;
     if (q->c.max_attempts <= 0) q->c.max_attempts = 3;
     if (q->c.result_ttl_ms <= 0) q->c.result_ttl_ms = 3600 * 1000LL;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "adapters.h"
 #include "redis.h"
 #include "scheduler.h"
 
@@ -25,6 +26,7 @@ typedef struct lq_queue_config {
     int capacity;           /* most jobs at once (for the heartbeat) */
     const char *model;      /* for the heartbeat */
     const char *device;     /* for the heartbeat: "cpu", "cuda:0 <name>" */
+    lq_adapters *adapters;  /* admissible ids, just-in-time loads, pins (worker/adapters.h) */
 } lq_queue_config;
 
 typedef struct lq_queue lq_queue;

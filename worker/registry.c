@@ -15,6 +15,7 @@ typedef struct entry {
 struct lq_registry {
     const lq_model *base;
     size_t budget, used;
+    int max_count; /* 0: no limit */
     entry *entries;
     int n, cap;
 };
@@ -40,16 +41,38 @@ static void move_to_front(lq_registry *r, int i) {
     r->entries[0] = e;
 }
 
-/* Evicts unpinned adapters, least recent first, until `need` more bytes fit. */
+static int full(const lq_registry *r, size_t need) {
+    return r->used + need > r->budget || (r->max_count > 0 && r->n + 1 > r->max_count);
+}
+
+static void drop_at(lq_registry *r, int i) {
+    r->used -= r->entries[i].lora->bytes;
+    lq_lora_free(r->entries[i].lora);
+    memmove(&r->entries[i], &r->entries[i + 1], (size_t)(r->n - i - 1) * sizeof *r->entries);
+    r->n--;
+}
+
+/* Evicts unpinned adapters, least recent first, until one more of `need` bytes fits. */
 static int make_room(lq_registry *r, size_t need) {
-    for (int i = r->n - 1; i >= 0 && r->used + need > r->budget; i--) {
-        if (r->entries[i].pins > 0) continue;
-        r->used -= r->entries[i].lora->bytes;
-        lq_lora_free(r->entries[i].lora);
-        memmove(&r->entries[i], &r->entries[i + 1], (size_t)(r->n - i - 1) * sizeof *r->entries);
-        r->n--;
+    for (int i = r->n - 1; i >= 0 && full(r, need); i--)
+        if (r->entries[i].pins == 0) drop_at(r, i);
+    return full(r, need) ? -1 : 0;
+}
+
+/* Puts a loaded adapter at the front with `pins` pins (room already made). */
+static int push_front(lq_registry *r, lq_lora *a, int pins) {
+    if (r->n == r->cap) {
+        int cap = r->cap ? 2 * r->cap : 8;
+        entry *e = realloc(r->entries, (size_t)cap * sizeof *e);
+        if (!e) return -1;
+        r->entries = e;
+        r->cap = cap;
     }
-    return r->used + need <= r->budget ? 0 : -1;
+    memmove(&r->entries[1], &r->entries[0], (size_t)r->n * sizeof *r->entries);
+    r->entries[0] = (entry){a, pins};
+    r->n++;
+    r->used += a->bytes;
+    return 0;
 }
 
 lq_lora *lq_registry_acquire(lq_registry *r, const char *name, const char *dir, lq_error *err) {
@@ -67,22 +90,52 @@ lq_lora *lq_registry_acquire(lq_registry *r, const char *name, const char *dir, 
         lq_lora_free(a);
         return NULL;
     }
-    if (r->n == r->cap) {
-        int cap = r->cap ? 2 * r->cap : 8;
-        entry *e = realloc(r->entries, (size_t)cap * sizeof *e);
-        if (!e) {
-            lq_lora_free(a);
-            lq_fail(err, "out of memory");
-            return NULL;
-        }
-        r->entries = e;
-        r->cap = cap;
+    if (push_front(r, a, 1) != 0) {
+        lq_lora_free(a);
+        lq_fail(err, "out of memory");
+        return NULL;
     }
-    memmove(&r->entries[1], &r->entries[0], (size_t)r->n * sizeof *r->entries);
-    r->entries[0] = (entry){a, 1};
-    r->n++;
-    r->used += a->bytes;
     return a;
+}
+
+void lq_registry_set_max_count(lq_registry *r, int n) { r->max_count = n > 0 ? n : 0; }
+
+int lq_registry_insert(lq_registry *r, lq_lora *a, lq_error *err) {
+    if (a->bytes > r->budget)
+        return lq_fail(err, "adapter %s needs %.1f MB, more than the whole adapter memory budget of %.1f MB", a->name,
+                       a->bytes / 1e6, r->budget / 1e6);
+    for (int i = 0; i < r->n; i++)
+        if (!strcmp(r->entries[i].lora->name, a->name))
+            return lq_fail(err, "adapter %s is already resident", a->name);
+    if (make_room(r, a->bytes) != 0) return 1;
+    if (push_front(r, a, 0) != 0) return lq_fail(err, "out of memory");
+    return 0;
+}
+
+static int find(const lq_registry *r, const char *name) {
+    for (int i = 0; i < r->n; i++)
+        if (!strcmp(r->entries[i].lora->name, name)) return i;
+    return -1;
+}
+
+int lq_registry_pin(lq_registry *r, const char *name) {
+    int i = find(r, name);
+    if (i < 0) return -1;
+    r->entries[i].pins++;
+    move_to_front(r, i);
+    return 0;
+}
+
+void lq_registry_unpin(lq_registry *r, const char *name) {
+    int i = find(r, name);
+    if (i >= 0 && r->entries[i].pins > 0) r->entries[i].pins--;
+}
+
+int lq_registry_evict(lq_registry *r, const char *name) {
+    int i = find(r, name);
+    if (i < 0 || r->entries[i].pins > 0) return -1;
+    drop_at(r, i);
+    return 0;
 }
 
 void lq_registry_release(lq_registry *r, lq_lora *a) {

@@ -5,7 +5,12 @@
  * sequence holds are evicted until it does. A sequence pins its adapter with
  * acquire and unpins it with release; "no adapter" is the base model and
  * needs no entry. A load failure (a bad folder) is returned as an error for
- * that adapter only: the registry and every other adapter are untouched. */
+ * that adapter only: the registry and every other adapter are untouched.
+ *
+ * Two budgets bound what is resident: bytes (ADAPTER_MEMORY_BUDGET) and a
+ * count (MAX_HOST_ADAPTERS). An adapter loaded elsewhere (the worker's loader
+ * thread, worker/adapters.c) comes in with lq_registry_insert, which evicts
+ * the same way but never loads. */
 #ifndef LORQ_REGISTRY_H
 #define LORQ_REGISTRY_H
 
@@ -23,6 +28,21 @@ void lq_registry_free(lq_registry *r);
  * after evicting every unpinned adapter. */
 lq_lora *lq_registry_acquire(lq_registry *r, const char *name, const char *dir, lq_error *err);
 void lq_registry_release(lq_registry *r, lq_lora *a);
+
+/* At most n adapters resident (0: no limit besides the bytes). */
+void lq_registry_set_max_count(lq_registry *r, int n);
+
+/* Takes an adapter loaded elsewhere (not pinned). 0: it is in (the registry owns
+ * it); 1: no room now, every candidate for eviction is pinned (the caller keeps
+ * it and tries again later); -1 with err: it can never fit the budget. */
+int lq_registry_insert(lq_registry *r, lq_lora *a, lq_error *err);
+
+/* Pins / unpins a resident adapter by name (pin: 0, or -1 if not resident). */
+int lq_registry_pin(lq_registry *r, const char *name);
+void lq_registry_unpin(lq_registry *r, const char *name);
+
+/* Frees a resident adapter nobody pins: 0, or -1 if absent or pinned. */
+int lq_registry_evict(lq_registry *r, const char *name);
 
 /* Resident adapters and bytes held; the i-th resident adapter (most recently used first). */
 int lq_registry_count(const lq_registry *r);

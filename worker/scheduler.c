@@ -265,6 +265,7 @@ lq_scheduler *lq_scheduler_new(lq_model *m, const lq_tokenizer *tok, const lq_sc
     s->rs = lq_run_state_new(m, max_tokens, c->max_running, err);
     if (!s->rs) goto fail;
     s->registry = lq_registry_new(m, c->adapter_budget_bytes ? c->adapter_budget_bytes : SIZE_MAX);
+    if (s->registry) lq_registry_set_max_count(s->registry, c->max_resident_adapters);
     s->logits = malloc((size_t)max_tokens * (size_t)mc->vocab_size * sizeof *s->logits);
     size_t n_work = 2 * ((size_t)c->max_running + 1); /* a plan's items, then a pass's parts */
     s->items = malloc(n_work * sizeof *s->items);
@@ -350,6 +351,24 @@ int lq_scheduler_add_adapter(lq_scheduler *s, const char *name, const char *dir,
 }
 
 int lq_scheduler_has_adapter(const lq_scheduler *s, const char *name) { return find_adapter(s, name) >= 0; }
+
+int lq_scheduler_install_adapter(lq_scheduler *s, const char *name, const char *dir, lq_lora *lora, lq_error *err) {
+    int i = find_adapter(s, name);
+    if (i > 0 && strcmp(s->adapters[i].dir, dir) != 0) { /* a hub id resolved to a newer snapshot */
+        char *d = dup_str(dir);
+        if (!d) return lq_fail(err, "out of memory");
+        free(s->adapters[i].dir);
+        s->adapters[i].dir = d;
+    }
+    if (lq_scheduler_add_adapter(s, name, dir, 0, err) != 0) return -1;
+    int rc = lq_registry_insert(s->registry, lora, err);
+    if (rc == 0) s->adapters[find_adapter(s, name)].bytes = lora->bytes;
+    return rc;
+}
+
+int lq_scheduler_pin_adapter(lq_scheduler *s, const char *name) { return lq_registry_pin(s->registry, name); }
+void lq_scheduler_unpin_adapter(lq_scheduler *s, const char *name) { lq_registry_unpin(s->registry, name); }
+int lq_scheduler_unload_adapter(lq_scheduler *s, const char *name) { return lq_registry_evict(s->registry, name); }
 
 int lq_scheduler_is_resident(const lq_scheduler *s, const char *name) {
     if (!name || !name[0]) return 1; /* the base model is always there */

@@ -53,6 +53,7 @@
 
 #include "error.h"
 #include "job.h"
+#include "lora.h"
 #include "model.h"
 #include "tokenizer.h"
 
@@ -62,6 +63,7 @@ typedef struct lq_sched_config {
     int max_running;              /* most jobs at once */
     int block_size;               /* KV block size, tokens */
     size_t adapter_budget_bytes;  /* resident adapters' memory; 0: unlimited */
+    int max_resident_adapters;    /* most adapters resident (MAX_HOST_ADAPTERS); 0: no limit */
 } lq_sched_config;
 
 /* Defaults for a CPU worker on the bundled model: 512 prefill tokens per step,
@@ -79,6 +81,19 @@ void lq_scheduler_free(lq_scheduler *s);
 int lq_scheduler_add_adapter(lq_scheduler *s, const char *name, const char *dir, int preload, lq_error *err);
 int lq_scheduler_has_adapter(const lq_scheduler *s, const char *name);
 int lq_scheduler_is_resident(const lq_scheduler *s, const char *name);
+/* Just-in-time loading (worker/adapters.c loads off the stepping thread):
+ * install declares `name` (folder `dir`) if needed and makes `lora`, loaded
+ * elsewhere, resident. 0: resident (the scheduler owns lora); 1: no room now
+ * (every adapter that could be evicted is pinned; the caller keeps lora and
+ * tries again later); -1 with err: it can never fit (the caller frees lora). */
+int lq_scheduler_install_adapter(lq_scheduler *s, const char *name, const char *dir, lq_lora *lora, lq_error *err);
+/* Pins a resident adapter for jobs not yet submitted (0, or -1 if it is not
+ * resident), so that it is not evicted before they run; unpin undoes one pin. */
+int lq_scheduler_pin_adapter(lq_scheduler *s, const char *name);
+void lq_scheduler_unpin_adapter(lq_scheduler *s, const char *name);
+/* Evicts a resident adapter no job pins: 0, or -1 (absent, or in use). */
+int lq_scheduler_unload_adapter(lq_scheduler *s, const char *name);
+
 /* Comma-separated resident adapters (for heartbeats); owned by s, valid until the next call. */
 const char *lq_scheduler_resident_list(lq_scheduler *s);
 

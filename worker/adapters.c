@@ -1,0 +1,416 @@
+/* adapters.c — admissible ids, the loader thread, pins and the failure memory
+ * (see adapters.h).
+ *
+ * Tiers. Disk: the hub cache (or a local folder); once an id resolved to a
+ * folder, the folder is remembered, so a reload after an eviction reads the
+ * disk without asking the hub again. Memory: the scheduler's registry, with
+ * its byte budget (ADAPTER_MEMORY_BUDGET) and count budget
+ * (MAX_HOST_ADAPTERS), evicting the least recently used adapter no job pins.
+ * On the CPU backend the adapter's parsed weights live in host memory, so the
+ * host and device tiers are one; a GPU backend would hold them in device
+ * memory under the same budgets.
+ *
+ * One loader thread does the slow work (hub transfer, file parse, backend
+ * copy), one adapter at a time. It hands back one result at a time and waits
+ * until the main thread installed it: at most one adapter beyond the budgets
+ * exists, the one waiting for room. Installing needs room; when every
+ * resident adapter is pinned by jobs, the result waits until some end, which
+ * they do since they are running or about to run.
+ *
+ * Pins: a job's adapter is pinned from the moment the queue accepts the job
+ * (lq_adapters_want) until the job is over, one registry pin per adapter for
+ * all its jobs, so an adapter is never evicted between its load and the
+ * admission of the jobs that waited for it. */
+#include "adapters.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "hub.h"
+#include "job.h"
+#include "lora.h"
+#include "queue.h"
+#include "redis.h"
+
+typedef struct entry {
+    char name[LQ_ADAPTER_ID_MAX + 1];
+    char *dir;      /* the declared folder, or where the id last resolved to; NULL: not yet */
+    int declared;   /* in LORA_ADAPTERS */
+    int loading;    /* with the loader, or its result waits to be installed */
+    int n_jobs;     /* jobs holding the pin we took for them */
+    int64_t failed_until_ms;
+    char fail_msg[800];
+    const char *fail_type;
+} entry;
+
+typedef struct request {
+    struct request *next;
+    char name[LQ_ADAPTER_ID_MAX + 1];
+    char *dir; /* NULL: resolve the id */
+} request;
+
+typedef struct result {
+    char name[LQ_ADAPTER_ID_MAX + 1];
+    char dir[4096];
+    lq_lora *lora; /* NULL: failed */
+    char msg[800];
+    const char *type;
+    double ms;
+} result;
+
+struct lq_adapters {
+    lq_scheduler *s;
+    const lq_model *base;
+    char *allow, *dir;
+    long long max_file_bytes;
+    int failure_ttl_ms;
+    entry *e;
+    int n, cap;
+    int n_loading;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mu;
+    pthread_cond_t wake_loader, wake_main;
+    /* under mu */
+    request *head, *tail;
+    result *done; /* finished, not yet installed */
+    int stop;
+};
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the loader thread ---- */
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Where an undeclared id's files are: LORQ_ADAPTERS_DIR/<id>, else the hub. */
+static int resolve(const lq_adapters *a, const char *name, result *r, lq_error *err) {
+    if (a->dir) {
+        if ((size_t)snprintf(r->dir, sizeof r->dir, "%s/%s", a->dir, name) >= sizeof r->dir)
+            return lq_fail(err, "path too long");
+        if (is_dir(r->dir)) return 0;
+    }
+    char repo[256], rev[256];
+    if (lq_hub_parse_id(name, repo, sizeof repo, rev, sizeof rev, err) != 0) {
+        r->type = "adapter_not_found";
+        return lq_fail(err, "no folder %s%s%s and '%s' is not a hub id (owner/name)", a->dir ? a->dir : "",
+                       a->dir ? "/" : "(LORQ_ADAPTERS_DIR is not set)", a->dir ? name : "", name);
+    }
+    lq_hub_config hc;
+    if (lq_hub_config_from_env(&hc, err)) return -1;
+    if (lq_hub_snapshot(&hc, name, LQ_HUB_ADAPTER, r->dir, sizeof r->dir, err) == 0) return 0;
+    if (strstr(err->msg, "HTTP 404") || strstr(err->msg, "not found")) r->type = "adapter_not_found";
+    return -1;
+}
+
+static int check_size(const lq_adapters *a, const char *dir, lq_error *err) {
+    if (a->max_file_bytes <= 0) return 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    struct stat st;
+    if (stat(path, &st) == 0 && st.st_size > a->max_file_bytes)
+        return lq_fail(err, "adapter_model.safetensors is %lld bytes, over ADAPTER_MAX_SIZE (%lld bytes)",
+                       (long long)st.st_size, a->max_file_bytes);
+    return 0;
+}
+
+static result *load_one(const lq_adapters *a, const request *q) {
+    result *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    double t0 = (double)mono_ms();
+    snprintf(r->name, sizeof r->name, "%s", q->name);
+    r->type = "adapter";
+    lq_error err = {{0}};
+    int rc = 0;
+    if (q->dir) snprintf(r->dir, sizeof r->dir, "%s", q->dir);
+    else rc = resolve(a, q->name, r, &err);
+    if (rc == 0) rc = check_size(a, r->dir, &err);
+    if (rc == 0 && !(r->lora = lq_lora_load(r->dir, q->name, a->base, &err))) rc = -1;
+    if (rc) snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", q->name, err.msg);
+    r->ms = (double)mono_ms() - t0;
+    return r;
+}
+
+static void *loader_main(void *arg) {
+    lq_adapters *a = arg;
+    pthread_mutex_lock(&a->mu);
+    while (!a->stop) {
+        if (a->done || !a->head) {
+            pthread_cond_wait(&a->wake_loader, &a->mu);
+            continue;
+        }
+        request *q = a->head;
+        a->head = q->next;
+        if (!a->head) a->tail = NULL;
+        pthread_mutex_unlock(&a->mu);
+        result *r = load_one(a, q);
+        free(q->dir);
+        free(q);
+        pthread_mutex_lock(&a->mu);
+        if (!r) continue; /* out of memory: the entry stays "loading"; nothing better to do */
+        a->done = r;
+        pthread_cond_signal(&a->wake_main);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* ---- the table ---- */
+
+static entry *find(const lq_adapters *a, const char *name) {
+    for (int i = 0; i < a->n; i++)
+        if (!strcmp(a->e[i].name, name)) return &a->e[i];
+    return NULL;
+}
+
+static entry *find_or_add(lq_adapters *a, const char *name) {
+    entry *e = find(a, name);
+    if (e) return e;
+    if (strlen(name) > LQ_ADAPTER_ID_MAX) return NULL;
+    if (a->n == a->cap) {
+        int cap = a->cap ? a->cap * 2 : 16;
+        entry *p = realloc(a->e, sizeof *p * (size_t)cap);
+        if (!p) return NULL;
+        a->e = p;
+        a->cap = cap;
+    }
+    e = &a->e[a->n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    return e;
+}
+
+lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_adapters_config *c, lq_error *err) {
+    lq_adapters *a = calloc(1, sizeof *a);
+    if (!a) {
+        lq_fail(err, "out of memory");
+        return NULL;
+    }
+    a->s = s;
+    a->base = base;
+    a->allow = c->allow && *c->allow ? strdup(c->allow) : NULL;
+    a->dir = c->dir && *c->dir ? strdup(c->dir) : NULL;
+    a->max_file_bytes = c->max_file_bytes;
+    a->failure_ttl_ms = c->failure_ttl_ms;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->wake_loader, NULL);
+    pthread_cond_init(&a->wake_main, NULL);
+    /* Signals are for the main thread (they cut its waits short). */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = pthread_create(&a->thread, NULL, loader_main, a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        lq_fail(err, "cannot start the adapter loader thread");
+        lq_adapters_free(a);
+        return NULL;
+    }
+    a->started = 1;
+    return a;
+}
+
+void lq_adapters_free(lq_adapters *a) {
+    if (!a) return;
+    if (a->started) {
+        pthread_mutex_lock(&a->mu);
+        a->stop = 1;
+        pthread_cond_signal(&a->wake_loader);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->thread, NULL); /* a load under way finishes first: loads are bounded by the hub's timeouts */
+    }
+    while (a->head) {
+        request *q = a->head;
+        a->head = q->next;
+        free(q->dir);
+        free(q);
+    }
+    if (a->done) lq_lora_free(a->done->lora);
+    free(a->done);
+    for (int i = 0; i < a->n; i++) free(a->e[i].dir);
+    free(a->e);
+    free(a->allow);
+    free(a->dir);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->wake_loader);
+    pthread_cond_destroy(&a->wake_main);
+    free(a);
+}
+
+int lq_adapters_declare(lq_adapters *a, const char *name, const char *dir, lq_error *err) {
+    entry *e = find_or_add(a, name);
+    if (!e) return lq_fail(err, "out of memory");
+    free(e->dir);
+    if (!(e->dir = strdup(dir))) return lq_fail(err, "out of memory");
+    e->declared = 1;
+    return 0;
+}
+
+int lq_adapters_admissible(const lq_adapters *a, const char *name, char *why, size_t why_len) {
+    const entry *e = find(a, name);
+    if ((e && e->declared) || lq_adapter_allowed(a->allow, name)) return 1;
+    if (a->allow)
+        snprintf(why, why_len, "unknown adapter '%s': not in this worker's LORA_ADAPTERS and not matched by "
+                 "LORQ_ALLOW_ADAPTERS (%s)", name, a->allow);
+    else
+        snprintf(why, why_len, "unknown adapter '%s' (not in this worker's LORA_ADAPTERS)", name);
+    return 0;
+}
+
+static int request_load(lq_adapters *a, entry *e) {
+    request *q = calloc(1, sizeof *q);
+    if (!q) return -1;
+    snprintf(q->name, sizeof q->name, "%s", e->name);
+    if (e->dir && !(q->dir = strdup(e->dir))) {
+        free(q);
+        return -1;
+    }
+    pthread_mutex_lock(&a->mu);
+    if (a->tail) a->tail->next = q;
+    else a->head = q;
+    a->tail = q;
+    pthread_cond_signal(&a->wake_loader);
+    pthread_mutex_unlock(&a->mu);
+    e->loading = 1;
+    a->n_loading++;
+    return 0;
+}
+
+static int failed_now(const entry *e) { return e->fail_msg[0] && mono_ms() < e->failed_until_ms; }
+
+lq_adapter_state lq_adapters_want(lq_adapters *a, const char *name, char *msg, size_t msg_len, const char **type) {
+    entry *e = find_or_add(a, name);
+    *type = "internal";
+    if (!e) {
+        snprintf(msg, msg_len, "out of memory");
+        return LQ_ADAPTER_FAILED;
+    }
+    if (lq_scheduler_is_resident(a->s, name)) {
+        if (e->n_jobs == 0 && lq_scheduler_pin_adapter(a->s, name) != 0) {
+            snprintf(msg, msg_len, "adapter '%s' vanished while being pinned", name);
+            return LQ_ADAPTER_FAILED;
+        }
+        e->n_jobs++;
+        return LQ_ADAPTER_READY;
+    }
+    if (e->loading) return LQ_ADAPTER_WAIT;
+    if (failed_now(e)) {
+        snprintf(msg, msg_len, "%s", e->fail_msg);
+        *type = e->fail_type;
+        return LQ_ADAPTER_FAILED;
+    }
+    if (request_load(a, e) != 0) {
+        snprintf(msg, msg_len, "out of memory queueing the load of adapter '%s'", name);
+        return LQ_ADAPTER_FAILED;
+    }
+    return LQ_ADAPTER_WAIT;
+}
+
+void lq_adapters_release(lq_adapters *a, const char *name) {
+    entry *e = find(a, name);
+    if (!e || e->n_jobs <= 0) return;
+    if (--e->n_jobs == 0) lq_scheduler_unpin_adapter(a->s, name);
+}
+
+int lq_adapters_preload(lq_adapters *a, const char *name, char *why, size_t why_len) {
+    if (!lq_adapter_id_valid(name) || !name[0] || !lq_adapters_admissible(a, name, why, why_len)) {
+        if (!name[0] || !lq_adapter_id_valid(name)) snprintf(why, why_len, "'%s' is not a valid adapter id", name);
+        return -1;
+    }
+    entry *e = find_or_add(a, name);
+    if (!e) return snprintf(why, why_len, "out of memory"), -1;
+    if (e->loading || lq_scheduler_is_resident(a->s, name)) return 0;
+    e->fail_msg[0] = 0; /* an explicit load tries again at once */
+    return request_load(a, e);
+}
+
+int lq_adapters_unload(lq_adapters *a, const char *name) {
+    entry *e = find(a, name);
+    if (e && e->n_jobs > 0) return -1;
+    return lq_scheduler_unload_adapter(a->s, name);
+}
+
+/* Makes a finished load resident, or records its failure. 1: no room yet. */
+static int install(lq_adapters *a, result *r, entry *e, int *ok) {
+    *ok = 0;
+    if (r->lora) {
+        lq_error err;
+        int rc = lq_scheduler_install_adapter(a->s, r->name, r->dir, r->lora, &err);
+        if (rc == 1) return 1;
+        if (rc == 0) {
+            *ok = 1;
+            r->lora = NULL; /* the scheduler's now */
+            lq_log("adapter '%s' loaded in %.0f ms from %s", r->name, r->ms, r->dir);
+            if (e && !e->dir) e->dir = strdup(r->dir); /* the disk tier: no hub round trip next time */
+            if (e) e->fail_msg[0] = 0;
+            return 0;
+        }
+        lq_lora_free(r->lora);
+        r->lora = NULL;
+        snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", r->name, err.msg);
+        r->type = "adapter";
+    }
+    lq_log("%s (remembered for %d ms)", r->msg, a->failure_ttl_ms);
+    if (e) {
+        snprintf(e->fail_msg, sizeof e->fail_msg, "%s", r->msg);
+        e->fail_type = r->type;
+        e->failed_until_ms = mono_ms() + a->failure_ttl_ms;
+        if (!e->declared) {
+            free(e->dir); /* resolve again next time: the hub may have it by then */
+            e->dir = NULL;
+        }
+    }
+    return 0;
+}
+
+int lq_adapters_poll(lq_adapters *a, void (*done)(void *ctx, const char *name, int ok), void *ctx) {
+    int ended = 0;
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        result *r = a->done;
+        pthread_mutex_unlock(&a->mu);
+        if (!r) return ended;
+        entry *e = find(a, r->name);
+        int ok;
+        if (install(a, r, e, &ok) == 1) return ended; /* no room yet: try again next turn */
+        pthread_mutex_lock(&a->mu);
+        a->done = NULL;
+        pthread_cond_signal(&a->wake_loader);
+        pthread_mutex_unlock(&a->mu);
+        if (e && e->loading) {
+            e->loading = 0;
+            a->n_loading--;
+        }
+        char name[LQ_ADAPTER_ID_MAX + 1];
+        snprintf(name, sizeof name, "%s", r->name);
+        free(r);
+        ended++;
+        if (done) done(ctx, name, ok);
+    }
+}
+
+int lq_adapters_loading(const lq_adapters *a) { return a->n_loading; }
+
+void lq_adapters_wait(lq_adapters *a, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    pthread_mutex_lock(&a->mu);
+    if (!a->done) pthread_cond_timedwait(&a->wake_main, &a->mu, &ts);
+    pthread_mutex_unlock(&a->mu);
+}

@@ -1,0 +1,69 @@
+/* adapters.h — the worker's adapters beyond the scheduler: which ids a job
+ * may name, just-in-time loading on a thread of its own, pins for jobs not
+ * yet running, and a short memory of failures.
+ *
+ * An id is admissible when LORA_ADAPTERS declares it or LORQ_ALLOW_ADAPTERS
+ * matches it (lq_adapter_allowed). A job whose adapter is resident is pinned
+ * and runs at once; otherwise the queue parks it and the loader thread
+ * resolves the id (the declared folder; else LORQ_ADAPTERS_DIR/<id>; else a
+ * hub repository, downloaded into the hub cache), checks its size and parses
+ * it into backend memory while the main thread keeps stepping the batch. The
+ * main thread installs the result (lq_adapters_poll), which may evict the
+ * least recently used unpinned adapter, and the parked jobs go on. A failure
+ * ends the parked jobs with an error naming the cause, and is remembered for
+ * LORQ_ADAPTER_FAILURE_TTL seconds: jobs for that id fail at once meanwhile.
+ *
+ * Everything but the loader's own work runs on the main thread. */
+#ifndef LORQ_ADAPTERS_H
+#define LORQ_ADAPTERS_H
+
+#include <stddef.h>
+
+#include "error.h"
+#include "model.h"
+#include "scheduler.h"
+
+typedef struct lq_adapters_config {
+    const char *allow;        /* LORQ_ALLOW_ADAPTERS globs; NULL: only declared ids */
+    const char *dir;          /* LORQ_ADAPTERS_DIR: local folders by id; NULL: none */
+    long long max_file_bytes; /* ADAPTER_MAX_SIZE: largest adapter_model.safetensors; 0: no limit */
+    int failure_ttl_ms;       /* how long a failed load is remembered */
+} lq_adapters_config;
+
+typedef struct lq_adapters lq_adapters;
+
+lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_adapters_config *c, lq_error *err);
+void lq_adapters_free(lq_adapters *a);
+
+/* A LORA_ADAPTERS entry: the id and its (already resolved) folder. */
+int lq_adapters_declare(lq_adapters *a, const char *name, const char *dir, lq_error *err);
+
+/* 1 when jobs may name this id (declared or allowed); else 0 and why. */
+int lq_adapters_admissible(const lq_adapters *a, const char *name, char *why, size_t why_len);
+
+typedef enum lq_adapter_state { LQ_ADAPTER_READY, LQ_ADAPTER_WAIT, LQ_ADAPTER_FAILED } lq_adapter_state;
+
+/* A job needs `name` (admissible). READY: resident and pinned for the job
+ * (lq_adapters_release when it is over); WAIT: a load is under way, ask again
+ * when lq_adapters_poll reports the id; FAILED: msg and *type say why
+ * (type "adapter_not_found" or "adapter"). */
+lq_adapter_state lq_adapters_want(lq_adapters *a, const char *name, char *msg, size_t msg_len, const char **type);
+void lq_adapters_release(lq_adapters *a, const char *name);
+
+/* Admin: load now without a job (0, or -1 if not admissible), or evict
+ * (0, or -1 when not resident or in use: it goes when its jobs are over). */
+int lq_adapters_preload(lq_adapters *a, const char *name, char *why, size_t why_len);
+int lq_adapters_unload(lq_adapters *a, const char *name);
+
+/* Main thread, every turn: installs what the loader finished and calls
+ * done(ctx, name, ok) for each id whose load ended (ok 0: lq_adapters_want
+ * now says FAILED). Returns how many ended. */
+int lq_adapters_poll(lq_adapters *a, void (*done)(void *ctx, const char *name, int ok), void *ctx);
+
+/* Loads under way or waiting to be installed. */
+int lq_adapters_loading(const lq_adapters *a);
+
+/* Waits up to ms for the loader to finish something (used when only parked jobs are left). */
+void lq_adapters_wait(lq_adapters *a, int ms);
+
+#endif
