@@ -41,6 +41,7 @@ typedef struct worker_config {
     lq_sched_config sched;
     lq_adapters_config jit;
     int claim_min_idle_ms, max_attempts, threads;
+    const char *device, *load_format; /* backend (kernels/select.c); "dummy": random weights */
     long long result_ttl_s;
     adapter_entry adapters[MAX_ADAPTERS];
     int n_adapters;
@@ -73,6 +74,8 @@ enum {
     O_WORKER_ID,
     O_ADAPTER_MEMORY_BUDGET,
     O_THREADS,
+    O_DEVICE,
+    O_LOAD_FORMAT,
     O_ALLOW_ADAPTERS,
     O_ADAPTERS_DIR,
     O_MAX_HOST_ADAPTERS,
@@ -95,6 +98,8 @@ static const option options[O_COUNT] = {
     [O_WORKER_ID] = {"WORKER_ID", "--worker-id", OPT_STR, 0, 0, "consumer name (default <host>-<pid>-<4 hex>)"},
     [O_ADAPTER_MEMORY_BUDGET] = {"ADAPTER_MEMORY_BUDGET", "--adapter-memory-budget", OPT_BYTES, 0, LLONG_MAX, "bytes of resident adapters, suffixes K/M/G/KiB/MiB/GiB (default 2GiB, 0: unlimited)"},
     [O_THREADS] = {"LORQ_THREADS", "--threads", OPT_INT, 0, 1024, "CPU threads (default 0: all cores)"},
+    [O_DEVICE] = {"LORQ_DEVICE", "--device", OPT_STR, 0, 0, "cpu, cuda or auto (default auto: the GPU when one is visible)"},
+    [O_LOAD_FORMAT] = {"LOAD_FORMAT", "--load-format", OPT_STR, 0, 0, "auto, or dummy: random weights for MODEL_ID's config.json"},
     [O_ALLOW_ADAPTERS] = {"LORQ_ALLOW_ADAPTERS", "--allow-adapters", OPT_STR, 0, 0, "globs of adapter ids loaded on demand beyond LORA_ADAPTERS, e.g. 'acme/*' (default: none)"},
     [O_ADAPTERS_DIR] = {"LORQ_ADAPTERS_DIR", "--adapters-dir", OPT_STR, 0, 0, "folder of adapters by id (<dir>/<id>), tried before the hub"},
     [O_MAX_HOST_ADAPTERS] = {"MAX_HOST_ADAPTERS", "--max-host-adapters", OPT_INT, 0, 1 << 20, "most adapters resident in memory (default 0: only ADAPTER_MEMORY_BUDGET bounds)"},
@@ -302,6 +307,14 @@ static int parse_config(int argc, char **argv, worker_config *c) {
     NUM(O_RESULT_TTL, c->result_ttl_s);
     NUM(O_ADAPTER_MEMORY_BUDGET, c->sched.adapter_budget_bytes);
     NUM(O_THREADS, c->threads);
+    c->device = v[O_DEVICE];
+    c->load_format = v[O_LOAD_FORMAT];
+    if (c->load_format && strcmp(c->load_format, "auto") && strcmp(c->load_format, "safetensors") &&
+        strcmp(c->load_format, "dummy")) {
+        fprintf(stderr, "lorq-worker: LOAD_FORMAT (--load-format) is '%s'; it must be auto, safetensors or dummy\n",
+                c->load_format);
+        return -1;
+    }
     NUM(O_MAX_HOST_ADAPTERS, c->sched.max_resident_adapters);
     NUM(O_ADAPTER_MAX_SIZE, c->jit.max_file_bytes);
     NUM(O_ADAPTER_FAILURE_TTL, ttl_s);
@@ -362,8 +375,10 @@ static int engine_load(engine *e, const worker_config *c, lq_error *err) {
         lq_error_prefix(err, "MODEL_ID");
         return -1;
     }
-    if (!(e->tok = tok_load(e->model_dir, err)) || !(e->backend = lq_backend_cpu_new(c->threads, err)) ||
-        !(e->model = lq_model_load(e->model_dir, e->backend, err)) ||
+    int dummy = c->load_format && !strcmp(c->load_format, "dummy");
+    if (!(e->tok = tok_load(e->model_dir, err)) || !(e->backend = lq_backend_open(c->device, c->threads, err)) ||
+        !(e->model = dummy ? lq_model_load_dummy(e->model_dir, e->backend, LQ_DTYPE_BF16, 1, err)
+                           : lq_model_load(e->model_dir, e->backend, err)) ||
         !(e->sched = lq_scheduler_new(e->model, e->tok, &c->sched, err)) ||
         !(e->adapters = lq_adapters_new(e->sched, e->model, &c->jit, err)))
         return -1;
@@ -443,7 +458,7 @@ int main(int argc, char **argv) {
         .max_job_tokens = max_job_tokens(&c, e.model),
         .capacity = c.sched.max_running,
         .model = c.model_id,
-        .device = "cpu",
+        .device = e.backend->name,
         .adapters = e.adapters,
     };
     if (!(q = lq_queue_new(r, e.sched, &qc, &err))) {
