@@ -10,10 +10,11 @@
  * parity tests can demand identical greedy tokens. Activations, the KV cache and
  * every elementwise op are f32, as on the CPU.
  *
- * Memory. alloc() is cudaMalloc: each adapter is one allocation (worker/lora.c), and
- * the registry's LRU eviction frees it; no paged adapter pool yet (cudaMalloc of a
- * few MB costs far less than reading the adapter from disk, and the pool only pays
- * once adapters churn every few steps).
+ * Memory. alloc() is stream-ordered (cudaMallocAsync from the device's default pool,
+ * which keeps what is freed): each adapter is one allocation (worker/lora.c), and
+ * the registry's LRU eviction frees it in stream order, after the kernels queued
+ * before it, without stalling the device. Not yet a paged pool shared with the KV
+ * cache (S-LoRA's unified paging): an adapter is one contiguous allocation.
  *
  * Metadata. Token ids, positions, KV slots, block tables and LoRA segment lists
  * arrive as host memory with each op. They are packed into a pinned staging buffer
@@ -39,10 +40,15 @@ void lqc_fatal(const char *what, const char *detail, const char *file, int line)
 
 /* ---------- memory ---------- */
 
+/* Stream-ordered allocation where the device has memory pools: an adapter evicted while
+ * queued kernels still read it is released after them, without the device-wide sync
+ * cudaFree implies, and freed memory stays in the pool for the next adapter or KV cache. */
 static void *cu_alloc(lq_backend *b, size_t bytes) {
-    (void)b;
+    cuda_impl *im = lqc_impl(b);
     void *p = NULL;
-    if (cudaMalloc(&p, bytes ? bytes : 256) != cudaSuccess) {
+    size_t n = bytes ? bytes : 256;
+    cudaError_t e = im->pooled ? cudaMallocAsync(&p, n, im->stream) : cudaMalloc(&p, n);
+    if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* out of memory is an answer (NULL), not a sticky error */
         return NULL;
     }
@@ -50,8 +56,25 @@ static void *cu_alloc(lq_backend *b, size_t bytes) {
 }
 
 static void cu_free(lq_backend *b, void *p) {
-    (void)b;
-    if (p) LQC_CHECK(cudaFree(p));
+    cuda_impl *im = lqc_impl(b);
+    if (!p) return;
+    if (im->pooled) LQC_CHECK(cudaFreeAsync(p, im->stream));
+    else LQC_CHECK(cudaFree(p));
+}
+
+/* Keeps freed memory in the device's default pool instead of returning it to the
+ * driver at every sync: a server reallocates the same sizes all day. */
+static void use_memory_pool(cuda_impl *im, int device) {
+    int supported = 0;
+    cudaMemPool_t pool;
+    uint64_t keep = UINT64_MAX;
+    if (cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess || !supported ||
+        cudaDeviceGetDefaultMemPool(&pool, device) != cudaSuccess ||
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return;
+    }
+    im->pooled = 1;
 }
 
 /* Weights and other uploads: the caller may free src at once, so wait for the copy. */
@@ -410,6 +433,7 @@ static int open_device(cuda_impl *im, int device, lq_error *err) {
     }
     im->stage_cap = STAGE_INITIAL;
     if (lqc_attention_init(im, why, sizeof why) != 0) return lq_fail(err, "--device cuda: %s", why);
+    use_memory_pool(im, device);
     im->device = device;
     return 0;
 }

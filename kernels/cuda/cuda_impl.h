@@ -48,6 +48,7 @@ enum { LQC_MEMO = 8 };
 
 typedef struct cuda_impl {
     int device;
+    int pooled; /* alloc/free are stream-ordered (cudaMallocAsync) */
     cudaStream_t stream;
     cublasHandle_t blas;
     cudaDeviceProp prop;
