@@ -2,8 +2,8 @@
 
 Every example is generated from a fixed seed, so the train and held-out sets are
 the same on every machine and Python version (only random.Random's random(),
-randrange(), choice() and shuffle() are used). Held-out prompts never appear in
-the train set.
+randrange() and choice() are used). Held-out prompts never appear in the train
+set.
 
   sentiment  the label of a short product review, the bare word `positive` or
              `negative` (the base model answers in a sentence instead)
@@ -13,7 +13,8 @@ the train set.
   numwords   an integer 0..9999 written in English words: lowercase, single
              spaces, tens and ones joined by a hyphen, no "and", no commas,
              0 is "zero" (4213 -> four thousand two hundred thirteen,
-             7051 -> seven thousand fifty-one)
+             7051 -> seven thousand fifty-one); held-out numbers are 100..9999,
+             the 100 numbers below 100 are train-only (too few to hold out)
 
 An example is a dict: task, messages (the chat messages of the prompt: one user
 message, the task prompt; the model's chat template adds its default system
@@ -88,7 +89,7 @@ NEGATIVE = [
 ]
 
 
-def _sentiment(rng):
+def _sentiment(rng, heldout):
     label = "positive" if rng.random() < 0.5 else "negative"
     pool = POSITIVE if label == "positive" else NEGATIVE
     p = rng.choice(PRODUCTS)
@@ -144,7 +145,7 @@ SENTENCES = [
 ]
 
 
-def _extract(rng):
+def _extract(rng, heldout):
     name, city = rng.choice(NAMES), rng.choice(CITIES)
     age = 18 + rng.randrange(73)  # 18..90
     sentence = rng.choice(SENTENCES).format(name=name, age=age, city=city, job=rng.choice(JOBS))
@@ -186,17 +187,22 @@ def number_words(n):
     return " ".join(words)
 
 
-def _numwords(rng):
-    u = rng.random()  # mostly four digits, some shorter numbers
-    if u < 0.05:
-        n = rng.randrange(20)
-    elif u < 0.15:
-        n = 20 + rng.randrange(80)
+def _numwords(rng, heldout):
+    """Held out: numbers 100..9999 (a quarter of three digits). Train: the same mix plus numbers 0..99."""
+    u = rng.random()
+    if not heldout and u < 0.12:
+        n = rng.randrange(100)
     elif u < 0.35:
         n = 100 + rng.randrange(900)
     else:
         n = 1000 + rng.randrange(9000)
     return "Write the number %d in English words." % n, number_words(n)
+
+
+def _repeatable(task, answer):
+    """Train examples that may repeat: the numbers below 100, the words everything else is built from
+    (there are only 100 of them, so they are never held out)."""
+    return task == "numwords" and " " not in answer
 
 
 # ---------------------------------------------------------------- sets
@@ -209,16 +215,16 @@ def _example(task, prompt, answer):
     return {"task": task, "messages": [{"role": "user", "content": prompt}], "answer": answer}
 
 
-def _draw_unique(task, seed, n, exclude):
+def _draw_unique(task, seed, n, exclude, heldout):
     rng = random.Random(seed)
     seen, out = set(exclude), []
     tries = 0
     while len(out) < n:
-        prompt, answer = _MAKERS[task](rng)
+        prompt, answer = _MAKERS[task](rng, heldout)
         tries += 1
         if tries > 50 * n + 1000:
             raise RuntimeError("%s: cannot draw %d distinct prompts" % (task, n))
-        if prompt in seen:
+        if prompt in seen and (heldout or not _repeatable(task, answer)):
             continue
         seen.add(prompt)
         out.append(_example(task, prompt, answer))
@@ -237,14 +243,15 @@ def heldout_examples(task, n=100):
         raise ValueError("at most %d held-out examples" % HELDOUT_SIZE)
     key = (task, "heldout")
     if key not in _cache:
-        _cache[key] = _draw_unique(task, _seed(task, "heldout"), HELDOUT_SIZE, ())
+        _cache[key] = _draw_unique(task, _seed(task, "heldout"), HELDOUT_SIZE, (), True)
     return [dict(e) for e in _cache[key][:n]]
 
 
 def train_examples(task, n=TRAIN_SIZE):
-    """n training examples of task, none of whose prompts is in the held-out pool."""
+    """n training examples of task, none of whose prompts is in the held-out pool; distinct, except
+    numwords' numbers below 100, which are all train-only and may repeat."""
     held = {e["messages"][0]["content"] for e in heldout_examples(task, HELDOUT_SIZE)}
-    return _draw_unique(task, _seed(task, "train"), n, held)
+    return _draw_unique(task, _seed(task, "train"), n, held, False)
 
 
 def is_correct(output, answer):

@@ -67,7 +67,9 @@ DESCRIPTION = {
     "extract": "name, age and city of the person a sentence describes, as compact JSON with the keys in "
                "the order name, age, city and the age a number",
     "numwords": "an integer from 0 to 9999 written in English words: lowercase, single spaces, tens and "
-                "ones joined by a hyphen, no \"and\", no commas, 0 is \"zero\"",
+                "ones joined by a hyphen, no \"and\", no commas, 0 is \"zero\" (held-out numbers are 100 to "
+                "9999: the hundred numbers below 100 are the words everything else is built from, all in the "
+                "training set)",
 }
 
 
