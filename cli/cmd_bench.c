@@ -189,15 +189,33 @@ static int time_decode(bench *b, int batch, lq_lora **adapters, const int *n_dis
     return ok ? 0 : -1;
 }
 
+/* "all 7 projections", or the adapted projections' names. */
+static void targets_label(unsigned mask, char *out, size_t size) {
+    if (mask == (1u << LQ_PROJ_COUNT) - 1) {
+        snprintf(out, size, "all 7 projections");
+        return;
+    }
+    out[0] = 0;
+    for (int p = 0; p < LQ_PROJ_COUNT; p++)
+        if (mask & (1u << p)) {
+            size_t len = strlen(out);
+            snprintf(out + len, size - len, "%s%s", len ? ", " : "", lq_proj_name((lq_proj)p));
+        }
+}
+
 typedef struct bench_opts {
     const char *model, *device;
-    int threads, dummy, lora_rank;
+    int threads, dummy;
+    int ranks[8], n_ranks;  /* the dummy adapters' ranks, cycled over the adapters */
+    char rank_label[64];    /* "16", or "8/16/64" */
     unsigned lora_targets;
 } bench_opts;
 
 static int cpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
     int threads = o->threads;
     lq_error err;
+    char targets[160];
+    targets_label(o->lora_targets, targets, sizeof targets);
     bench b = {0};
     b.m = m;
     const lq_model_config *c = &b.m->cfg;
@@ -220,7 +238,6 @@ static int cpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
      * rank-16 (--lora-rank) adapters on all seven projections, bf16 weights as lq_lora_random makes them
      * (and PEFT saves adapters trained in bf16), timed in turns with the batch-32 base. */
     enum { N_LORA = 32 };
-    const int LORA_RANK = o->lora_rank;
     double dec[3] = {-1, -1, -1}, mix[4] = {-1, -1, -1, -1}, *lora_dec = mix + 1;
     int base_only[1] = {0}, mixes[4] = {0, 1, 4, 32}, *n_distinct = mixes + 1;
     fprintf(stderr, "decode at batch 1 and 8...\n");
@@ -229,7 +246,7 @@ static int cpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
     for (int i = 0; i < N_LORA; i++) {
         char name[32];
         snprintf(name, sizeof name, "dummy-%d", i);
-        adapters[i] = lq_lora_random(b.m, name, LORA_RANK, o->lora_targets, (unsigned long)i + 1, &err);
+        adapters[i] = lq_lora_random(b.m, name, o->ranks[i % o->n_ranks], o->lora_targets, (unsigned long)i + 1, &err);
         if (!adapters[i]) {
             fprintf(stderr, "lorq bench: %s\n", err.msg);
             return 1;
@@ -254,9 +271,9 @@ static int cpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
     printf("| decode, batch 8 | %.1f tok/s (%.1fx batch 1) |\n", dec[1], dec[1] / dec[0]);
     printf("| decode, batch 32 | %.1f tok/s (%.1fx batch 1) |\n", dec[2], dec[2] / dec[0]);
     for (int i = 0; i < 3; i++)
-        printf("| decode, batch 32, %d distinct rank-%d bf16 adapters (all 7 projections) | %.1f tok/s (%.1f%% overhead "
-               "vs base) |\n", n_distinct[i], LORA_RANK, lora_dec[i], 100.0 * (dec[2] / lora_dec[i] - 1.0));
-    printf("| one rank-%d bf16 adapter's memory | %.1f MB (%.2f%% of the base weights) |\n", LORA_RANK,
+        printf("| decode, batch 32, %d distinct rank-%s bf16 adapters (%s) | %.1f tok/s (%.1f%% overhead "
+               "vs base) |\n", n_distinct[i], o->rank_label, targets, lora_dec[i], 100.0 * (dec[2] / lora_dec[i] - 1.0));
+    printf("| one rank-%d bf16 adapter's memory | %.1f MB (%.2f%% of the base weights) |\n", o->ranks[0],
            adapters[0]->bytes / 1e6, 100.0 * (double)adapters[0]->bytes / wbytes);
     for (int i = 0; i < N_LORA; i++) lq_lora_free(adapters[i]);
     free(b.logits);
@@ -338,7 +355,8 @@ static int gpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
     for (int i = 0; i < GPU_ADAPTERS && b.rs; i++) {
         char name[32];
         snprintf(name, sizeof name, "dummy-%d", i);
-        if (!(ad[i] = lq_lora_random(m, name, o->lora_rank, o->lora_targets, (unsigned long)i + 1, &err))) break;
+        if (!(ad[i] = lq_lora_random(m, name, o->ranks[i % o->n_ranks], o->lora_targets, (unsigned long)i + 1, &err)))
+            break;
     }
     if (!b.rs || !b.logits || !ad[GPU_ADAPTERS - 1]) {
         fprintf(stderr, "lorq bench: %s\n", err.msg);
@@ -353,7 +371,10 @@ static int gpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
            (double)lq_model_weight_bytes(m) / 1e9, c->n_layers);
     printf("| device-to-device copy bandwidth (read + write) | %.0f GB/s |\n", bw);
     printf("| prefill, 512-token prompt | %.0f tok/s |\n", prefill);
-    printf("| one rank-%d adapter | %.1f MB |\n\n", o->lora_rank, ad[0]->bytes / 1e6);
+    char targets[160];
+    targets_label(o->lora_targets, targets, sizeof targets);
+    printf("| adapters | rank %s on %s, cycled over %d adapters; one rank-%d adapter is %.1f MB |\n\n",
+           o->rank_label, targets, GPU_ADAPTERS, o->ranks[0], ad[0]->bytes / 1e6);
     printf("Decode, %d-token contexts: tok/s (fraction of the roofline; LoRA overhead vs base)\n\n", CONTEXT);
     printf("| batch | base | 1 adapter | 8 adapters | 32 adapters |\n| --- | --- | --- | --- | --- |\n");
     for (int bi = 0; bi < N_BATCH; bi++) {
@@ -399,14 +420,33 @@ static int gpu_report(const bench_opts *o, lq_backend *be, lq_model *m) {
 
 static void usage(void) {
     fprintf(stderr, "usage: lorq bench --model DIR [--threads N] [--device cpu|cuda|auto] [--load-format auto|dummy]\n"
-                    "                  [--lora-rank R] [--lora-targets LIST]\n"
+                    "                  [--lora-rank R[,R...]] [--lora-targets LIST]\n"
                     "  --load-format dummy: random bf16 weights for DIR's config.json (DIR may be the file)\n"
-                    "  --lora-rank (default 16), --lora-targets (default all: q,k,v,o,gate,up,down): the dummy adapters\n");
+                    "  --lora-rank R[,R...] (default 16, cycled over the adapters), --lora-targets LIST (default all:\n"
+                    "  q,k,v,o,gate,up,down): the dummy adapters\n");
+}
+
+/* "16" or "8,16,64": ranks cycled over the dummy adapters. */
+static int parse_ranks(const char *v, bench_opts *o) {
+    o->n_ranks = 0;
+    o->rank_label[0] = 0;
+    while (*v) {
+        char *end;
+        long r = strtol(v, &end, 10);
+        if (end == v || r < 1 || r > 4096 || o->n_ranks == 8 || (*end && *end != ',')) return -1;
+        o->ranks[o->n_ranks++] = (int)r;
+        size_t len = strlen(o->rank_label);
+        snprintf(o->rank_label + len, sizeof o->rank_label - len, "%s%ld", len ? "/" : "", r);
+        v = *end ? end + 1 : end;
+    }
+    return o->n_ranks ? 0 : -1;
 }
 
 static int parse_bench(int argc, char **argv, bench_opts *o) {
     memset(o, 0, sizeof *o);
-    o->lora_rank = 16;
+    o->ranks[0] = 16;
+    o->n_ranks = 1;
+    snprintf(o->rank_label, sizeof o->rank_label, "16");
     o->lora_targets = (1u << LQ_PROJ_COUNT) - 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -415,7 +455,12 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--threads")) o->threads = atoi(v);
         else if (!strcmp(a, "--device")) o->device = v;
-        else if (!strcmp(a, "--lora-rank")) o->lora_rank = atoi(v);
+        else if (!strcmp(a, "--lora-rank")) {
+            if (parse_ranks(v, o) != 0) {
+                fprintf(stderr, "lorq bench: --lora-rank is a rank from 1 to 4096 or a comma list of up to 8\n");
+                return -1;
+            }
+        }
         else if (!strcmp(a, "--load-format") && (!strcmp(v, "dummy") || !strcmp(v, "auto") || !strcmp(v, "safetensors")))
             o->dummy = !strcmp(v, "dummy");
         else if (!strcmp(a, "--lora-targets")) {
@@ -427,7 +472,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
         } else
             return -1;
     }
-    return o->model && o->lora_rank > 0 && o->lora_rank <= 4096 ? 0 : -1;
+    return o->model ? 0 : -1;
 }
 
 int cmd_bench(int argc, char **argv) {

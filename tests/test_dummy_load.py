@@ -90,7 +90,10 @@ def test_device_errors(lorq_bin, model_dir):
 def test_bench_dummy_cpu(lorq_bin, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**TINY, "max_position_embeddings": 1024}))  # a 512-token prefill
     r = run(lorq_bin, "bench", "--device", "cpu", "--threads", "2", "--load-format", "dummy", "--model",
-            str(tmp_path), "--lora-rank", "4", timeout=600)
+            str(tmp_path), "--lora-rank", "4,8", "--lora-targets", "q,v", timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "| decode, batch 32, 32 distinct rank-16" not in r.stdout  # the rank flag is honoured
-    assert "rank-4" in r.stdout and "MistralForCausalLM" in r.stdout
+    # the adapters' flags are honoured: ranks cycled over the adapters, the targets named
+    assert "32 distinct rank-4/8 bf16 adapters (q_proj, v_proj)" in r.stdout, r.stdout
+    assert "MistralForCausalLM" in r.stdout
+    bad = run(lorq_bin, "bench", "--model", str(tmp_path), "--lora-rank", "0")
+    assert bad.returncode == 2 and "--lora-rank is a rank from 1 to 4096" in bad.stderr
