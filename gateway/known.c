@@ -66,7 +66,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 static void round_done(round *r) {
     lq_known *k = r->k;
-    qsort(r->ids, (size_t)r->n, sizeof *r->ids, cmp_str);
+    if (r->n > 1) qsort(r->ids, (size_t)r->n, sizeof *r->ids, cmp_str);
     free_ids(k->ids, k->n);
     k->ids = r->ids;
     k->n = r->n;

@@ -104,8 +104,8 @@ static int resolve(const lq_adapters *a, const char *name, result *r, lq_error *
     char repo[256], rev[256];
     if (lq_hub_parse_id(name, repo, sizeof repo, rev, sizeof rev, err) != 0) {
         r->type = "adapter_not_found";
-        return lq_fail(err, "no folder %s%s%s and '%s' is not a hub id (owner/name)", a->dir ? a->dir : "",
-                       a->dir ? "/" : "(LORQ_ADAPTERS_DIR is not set)", a->dir ? name : "", name);
+        return lq_fail(err, "no folder '%s' %s and it is not a hub id (owner/name)", name,
+                       a->dir ? "in LORQ_ADAPTERS_DIR" : "(LORQ_ADAPTERS_DIR is not set)");
     }
     lq_hub_config hc;
     if (lq_hub_config_from_env(&hc, err)) return -1;
@@ -125,6 +125,19 @@ static int check_size(const lq_adapters *a, const char *dir, lq_error *err) {
     return 0;
 }
 
+/* Loader messages name the folder ("adapter <dir>: <dir>/file: ..."); a
+ * client should learn the cause, not where this machine keeps its cache.
+ * Writes msg into out without the prefix and with "<dir>/" dropped. */
+static void without_dir(const char *msg, const char *dir, char *out, size_t size) {
+    size_t n = strlen(dir), k = 0;
+    if (!strncmp(msg, "adapter ", 8) && !strncmp(msg + 8, dir, n) && !strncmp(msg + 8 + n, ": ", 2)) msg += 10 + n;
+    while (*msg && k + 1 < size) {
+        if (n && !strncmp(msg, dir, n) && msg[n] == '/') msg += n + 1;
+        else out[k++] = *msg++;
+    }
+    out[k] = 0;
+}
+
 static result *load_one(const lq_adapters *a, const request *q) {
     result *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -137,7 +150,11 @@ static result *load_one(const lq_adapters *a, const request *q) {
     else rc = resolve(a, q->name, r, &err);
     if (rc == 0) rc = check_size(a, r->dir, &err);
     if (rc == 0 && !(r->lora = lq_lora_load(r->dir, q->name, a->base, &err))) rc = -1;
-    if (rc) snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", q->name, err.msg);
+    if (rc) {
+        char cause[sizeof err.msg];
+        without_dir(err.msg, r->dir, cause, sizeof cause);
+        snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", q->name, cause);
+    }
     r->ms = (double)mono_ms() - t0;
     return r;
 }
