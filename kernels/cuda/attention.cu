@@ -55,7 +55,7 @@ __global__ void k_kv_write(float *kp, float *vp, const float *k, const float *v,
 void lqc_kv_write(lq_backend *b, const lq_kv_pool *kv, int layer, const float *k, const float *v, const int32_t *slots,
                   int n) {
     if (n <= 0) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     const int32_t *d_slots = (const int32_t *)lqc_stage(im, slots, (size_t)n * sizeof *slots);
     k_kv_write<<<n, 256, 0, im->stream>>>(kv->k[layer], kv->v[layer], k, v, d_slots, kv->n_kv_heads, kv->head_dim,
                                           kv->block_size);
@@ -209,7 +209,7 @@ static size_t pack_attention(cuda_impl *im, int **out, const lq_attn_seq *seqs, 
 void lqc_attention(lq_backend *b, float *out, const float *q, const lq_kv_pool *kv, int layer, const lq_attn_seq *seqs,
                    int n_seqs, int n_heads, float scale) {
     if (n_seqs <= 0) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     if (kv->head_dim > MAX_HEAD_DIM || kv->head_dim <= 0) {
         char d[96];
         snprintf(d, sizeof d, "head_dim %d is not supported (1 to %d are)", kv->head_dim, MAX_HEAD_DIM);

@@ -56,7 +56,7 @@ static void *cu_alloc(lq_backend *b, size_t bytes) {
 }
 
 static void cu_free(lq_backend *b, void *p) {
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b); /* the address may come back from alloc with other contents */
     if (!p) return;
     if (im->pooled) LQC_CHECK(cudaFreeAsync(p, im->stream));
     else LQC_CHECK(cudaFree(p));
@@ -79,7 +79,7 @@ static void use_memory_pool(cuda_impl *im, int device) {
 
 /* Weights and other uploads: the caller may free src at once, so wait for the copy. */
 static void cu_upload(lq_backend *b, void *dst, const void *src, size_t bytes) {
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     LQC_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, im->stream));
     LQC_CHECK(cudaStreamSynchronize(im->stream));
 }
@@ -93,7 +93,7 @@ static void cu_download(lq_backend *b, void *dst, const void *src, size_t bytes)
 }
 
 static void cu_copy(lq_backend *b, void *dst, const void *src, size_t bytes) {
-    LQC_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, lqc_impl(b)->stream));
+    LQC_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, lqc_op(b)->stream));
 }
 
 static void cu_sync(lq_backend *b) {
@@ -200,7 +200,7 @@ __global__ void k_embed(float *x, const void *table, int dtype, int cols, const 
 
 static void cu_embed(lq_backend *b, float *x, const lq_mat *table, const int32_t *ids, int n) {
     if (n <= 0) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     const int32_t *d_ids = (const int32_t *)lqc_stage(im, ids, (size_t)n * sizeof *ids);
     k_embed<<<n, THREADS, 0, im->stream>>>(x, table->data, table->dtype, table->cols, d_ids);
     LQC_LAUNCHED();
@@ -250,7 +250,7 @@ __global__ void k_add_rmsnorm(float *x, const float *r, float *y, const void *w,
 
 static void cu_rmsnorm(lq_backend *b, float *y, const float *x, const lq_mat *w, int n, int dim, float eps) {
     if (n <= 0) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     k_rmsnorm<<<n, THREADS, 0, im->stream>>>(y, x, w->data, w->dtype, dim, eps);
     LQC_LAUNCHED();
 }
@@ -258,7 +258,7 @@ static void cu_rmsnorm(lq_backend *b, float *y, const float *x, const lq_mat *w,
 static void cu_add_rmsnorm(lq_backend *b, float *x, const float *r, float *y, const lq_mat *w, int n, int dim,
                            float eps) {
     if (n <= 0) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     k_add_rmsnorm<<<n, THREADS, 0, im->stream>>>(x, r, y, w->data, w->dtype, dim, eps);
     LQC_LAUNCHED();
 }
@@ -270,7 +270,7 @@ __global__ void k_add(float *x, const float *y, size_t n) {
 
 static void cu_add(lq_backend *b, float *x, const float *y, size_t count) {
     if (!count) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     k_add<<<grid_for(count), THREADS, 0, im->stream>>>(x, y, count);
     LQC_LAUNCHED();
 }
@@ -284,7 +284,7 @@ __global__ void k_silu_mul(float *out, const float *gate, const float *up, size_
 
 static void cu_silu_mul(lq_backend *b, float *out, const float *gate, const float *up, size_t count) {
     if (!count) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     k_silu_mul<<<grid_for(count), THREADS, 0, im->stream>>>(out, gate, up, count);
     LQC_LAUNCHED();
 }
@@ -305,7 +305,7 @@ __global__ void k_rope(float *x, int n_heads, int head_dim, const int32_t *pos, 
 static void cu_rope(lq_backend *b, float *x, int n, int n_heads, int head_dim, const int32_t *pos,
                     const float *inv_freq) {
     if (n <= 0 || n_heads <= 0) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     /* One staged blob per op: a second staging call could restart the arena under the first. */
     size_t pos_bytes = (size_t)n * sizeof *pos, freq_bytes = (size_t)(head_dim / 2) * sizeof *inv_freq;
     char *blob = (char *)lqc_host_scratch(im, pos_bytes + freq_bytes);
@@ -329,7 +329,7 @@ __global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, 
  * it) goes through scratch: no row is overwritten before it is read. */
 static void cu_gather_rows(lq_backend *b, float *dst, const float *src, const int32_t *idx, int n, int dim) {
     if (n <= 0) return;
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     const int32_t *d_idx = (const int32_t *)lqc_stage(im, idx, (size_t)n * sizeof *idx);
     size_t bytes = (size_t)n * (size_t)dim * sizeof(float);
     int32_t hi = 0;
@@ -361,11 +361,15 @@ static void cu_matmul(lq_backend *b, float *y, const float *x, int n, const lq_m
     cuda_impl *im = lqc_impl(b);
     const float one = 1.0f, zero = 0.0f;
     const void *xin = x;
+    size_t count = (size_t)n * (size_t)w->cols;
     if (w->dtype != LQ_DTYPE_F32) {
-        size_t count = (size_t)n * (size_t)w->cols;
-        void *narrow = lqc_scratch(im, &im->narrow, &im->narrow_cap, count * 2);
-        lqc_narrow(im, narrow, w->dtype, x, count);
-        xin = narrow;
+        if (im->narrowed_src != x || im->narrowed_count != count || im->narrowed_dtype != (int)w->dtype) {
+            lqc_narrow(im, lqc_scratch(im, &im->narrow, &im->narrow_cap, count * 2), w->dtype, x, count);
+            im->narrowed_src = x;
+            im->narrowed_count = count;
+            im->narrowed_dtype = (int)w->dtype;
+        }
+        xin = im->narrow;
     }
     cudaDataType_t t = cuda_type(w->dtype);
     LQC_BLAS(cublasGemmEx(im->blas, CUBLAS_OP_T, CUBLAS_OP_N, w->rows, n, w->cols, &one, w->data, t, w->cols, xin, t,
@@ -375,6 +379,10 @@ static void cu_matmul(lq_backend *b, float *y, const float *x, int n, const lq_m
         k_add_bias<<<grid_for(count), THREADS, 0, im->stream>>>(y, bias, w->rows, count);
         LQC_LAUNCHED();
     }
+    /* An output written over the narrowed input makes the narrowed copy stale. */
+    size_t out = (size_t)n * (size_t)w->rows;
+    if (im->narrowed_src && y < im->narrowed_src + im->narrowed_count && im->narrowed_src < y + out)
+        im->narrowed_src = NULL;
 }
 
 /* ---------- lifecycle ---------- */

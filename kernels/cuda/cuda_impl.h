@@ -64,6 +64,11 @@ typedef struct cuda_impl {
      * buffer only after a stream sync). */
     void *narrow;   /* activations narrowed to bf16/f16 for tensor-core GEMMs */
     size_t narrow_cap;
+    /* What narrow holds, while nothing can have changed it: q, k and v (and gate and
+     * up) read the same input, narrowed once. NULL: nothing reusable. */
+    const float *narrowed_src;
+    size_t narrowed_count;
+    int narrowed_dtype;
     void *narrow2;  /* the LoRA baseline's second narrowed operand */
     size_t narrow2_cap;
     float *gather;  /* gather_rows when dst overlaps src */
@@ -74,6 +79,14 @@ typedef struct cuda_impl {
 } cuda_impl;
 
 static inline cuda_impl *lqc_impl(lq_backend *b) { return (cuda_impl *)b->impl; }
+
+/* The state at the start of any op that may write device memory (every op but matmul,
+ * which tracks its own output): the narrowed copy of an input may no longer match it. */
+static inline cuda_impl *lqc_op(lq_backend *b) {
+    cuda_impl *im = lqc_impl(b);
+    im->narrowed_src = NULL;
+    return im;
+}
 
 /* Copies bytes of host metadata to the device (asynchronously, in stream order) and
  * returns the device address of the copy. An op stages one blob: a second call may

@@ -148,7 +148,7 @@ static void fill_tasks(lora_task *tasks, size_t n_shrink, const lq_lora_target *
 }
 
 void lqc_lora(lq_backend *b, const float *x, int dim_in, const lq_lora_target *targets, int n_targets) {
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     size_t n_expand, n_shrink = count_tasks(targets, n_targets, &n_expand);
     if (n_shrink == 0) return;
     size_t bytes = (n_shrink + n_expand) * sizeof(lora_task);
@@ -169,7 +169,7 @@ void lqc_lora(lq_backend *b, const float *x, int dim_in, const lq_lora_target *t
  * op_T(A as dim_in × rank) · x (dim_in × n); y (dim_out × n, ld dim_out) +=
  * B (as dim_out × rank, ld dim_out) · t (rank × n). */
 void lqc_lora_gemm_loop(lq_backend *b, const float *x, int dim_in, const lq_lora_target *targets, int n_targets) {
-    cuda_impl *im = lqc_impl(b);
+    cuda_impl *im = lqc_op(b);
     const float one = 1.0f, zero = 0.0f;
     int rows = 0, ldt = 0;
     for (int i = 0; i < n_targets; i++) {

@@ -101,6 +101,50 @@ static void test_matmul(void **state) {
             check_matmul((lq_dtype)dt, shapes[s][0], shapes[s][1], shapes[s][2], s % 2);
 }
 
+/* q, k and v read one input, narrowed to bf16 once: the copy must follow every change
+ * of the input (another op writing it, a matmul writing over it, an upload). */
+static void test_matmul_narrowed_input_reuse(void **state) {
+    (void)state;
+    int n = 3, dim = 96;
+    size_t wn = (size_t)dim * dim, xn = (size_t)n * dim;
+    float *w32[2] = {rand_vec(wn), rand_vec(wn)}, *x = rand_vec(xn), *d = rand_vec(xn);
+    uint16_t *w[2];
+    lq_mat mc[2], mg[2];
+    for (int i = 0; i < 2; i++) {
+        w[i] = malloc(wn * 2);
+        lq_convert(w[i], LQ_DTYPE_BF16, w32[i], LQ_DTYPE_F32, wn);
+        mc[i] = (lq_mat){w[i], LQ_DTYPE_BF16, dim, dim};
+        mg[i] = (lq_mat){to_gpu(w[i], wn * 2), LQ_DTYPE_BF16, dim, dim};
+    }
+    float *xg = to_gpu(x, xn * 4), *dg = to_gpu(d, xn * 4), *yg = GPU->alloc(GPU, xn * 4);
+    float *yc = malloc(xn * 4), *got;
+    double tol = 4e-3 * sqrt(dim);
+    for (int step = 0; step < 4; step++) {
+        if (step == 1) { /* another op changes the input */
+            CPU->add(CPU, x, d, xn);
+            GPU->add(GPU, xg, dg, xn);
+        } else if (step == 2) { /* a matmul writes over its own input */
+            CPU->matmul(CPU, yc, x, n, &mc[0], NULL);
+            memcpy(x, yc, xn * 4);
+            GPU->matmul(GPU, xg, xg, n, &mg[0], NULL);
+            GPU->download(GPU, x, xg, xn * 4); /* continue from the GPU's values: no drift */
+        } else if (step == 3) { /* an upload replaces it */
+            for (size_t i = 0; i < xn; i++) x[i] = frand();
+            GPU->upload(GPU, xg, x, xn * 4);
+        }
+        for (int i = 0; i < 2; i++) {
+            CPU->matmul(CPU, yc, x, n, &mc[i], NULL);
+            GPU->matmul(GPU, yg, xg, n, &mg[i], NULL);
+            got = from_gpu(yg, xn);
+            compare(got, yc, xn, tol, "matmul after the input changed");
+            free(got);
+        }
+    }
+    for (int i = 0; i < 2; i++) GPU->free(GPU, (void *)mg[i].data), free(w[i]), free(w32[i]);
+    GPU->free(GPU, xg), GPU->free(GPU, dg), GPU->free(GPU, yg);
+    free(x), free(d), free(yc);
+}
+
 /* ---------- elementwise ops ---------- */
 
 static void test_norms(void **state) {
@@ -526,7 +570,8 @@ int main(void) {
         return 1;
     }
     const struct CMUnitTest ops[] = {
-        cmocka_unit_test(test_matmul),   cmocka_unit_test(test_norms),     cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_matmul),   cmocka_unit_test(test_matmul_narrowed_input_reuse),
+        cmocka_unit_test(test_norms),    cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_embed_gather), cmocka_unit_test(test_rope), cmocka_unit_test(test_attention),
         cmocka_unit_test(test_lora),
     };
