@@ -11,7 +11,11 @@
  * memory under the same budgets.
  *
  * One loader thread does the slow work (hub transfer, file parse, backend
- * copy), one adapter at a time. It hands back one result at a time and waits
+ * copy), one adapter at a time. The CPU backend's memory is plain host
+ * memory, safe to fill from that thread; the CUDA backend keeps per-op state
+ * on its stream, so there (parse_on_main) the thread only fetches and checks
+ * the files and the main thread parses and uploads them, a pause of the
+ * batch as long as one adapter's copy. It hands back one result at a time and waits
  * until the main thread installed it: at most one adapter beyond the budgets
  * exists, the one waiting for room. Installing needs room; when every
  * resident adapter is pinned by jobs, the result waits until some end, which
@@ -56,7 +60,8 @@ typedef struct request {
 typedef struct result {
     char name[LQ_ADAPTER_ID_MAX + 1];
     char dir[4096];
-    lq_lora *lora; /* NULL: failed */
+    lq_lora *lora; /* NULL: failed, or not parsed yet (parse) */
+    int parse;     /* fetched and checked; the main thread parses it */
     char msg[800];
     const char *type;
     double ms;
@@ -68,6 +73,7 @@ struct lq_adapters {
     char *allow, *dir;
     long long max_file_bytes;
     int failure_ttl_ms;
+    int parse_on_main;
     entry *e;
     int n, cap;
     int n_loading;
@@ -149,7 +155,8 @@ static result *load_one(const lq_adapters *a, const request *q) {
     if (q->dir) snprintf(r->dir, sizeof r->dir, "%s", q->dir);
     else rc = resolve(a, q->name, r, &err);
     if (rc == 0) rc = check_size(a, r->dir, &err);
-    if (rc == 0 && !(r->lora = lq_lora_load(r->dir, q->name, a->base, &err))) rc = -1;
+    if (rc == 0 && a->parse_on_main) r->parse = 1;
+    else if (rc == 0 && !(r->lora = lq_lora_load(r->dir, q->name, a->base, &err))) rc = -1;
     if (rc) {
         char cause[sizeof err.msg];
         without_dir(err.msg, r->dir, cause, sizeof cause);
@@ -220,6 +227,7 @@ lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_ada
     a->dir = c->dir && *c->dir ? strdup(c->dir) : NULL;
     a->max_file_bytes = c->max_file_bytes;
     a->failure_ttl_ms = c->failure_ttl_ms;
+    a->parse_on_main = c->parse_on_main;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->wake_loader, NULL);
     pthread_cond_init(&a->wake_main, NULL);
@@ -363,6 +371,17 @@ int lq_adapters_unload(lq_adapters *a, const char *name) {
 /* Makes a finished load resident, or records its failure. 1: no room yet. */
 static int install(lq_adapters *a, result *r, entry *e, int *ok) {
     *ok = 0;
+    if (r->parse) {
+        lq_error err;
+        double t0 = (double)mono_ms();
+        r->parse = 0;
+        if (!(r->lora = lq_lora_load(r->dir, r->name, a->base, &err))) {
+            char cause[sizeof err.msg];
+            without_dir(err.msg, r->dir, cause, sizeof cause);
+            snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", r->name, cause);
+        }
+        r->ms += (double)mono_ms() - t0;
+    }
     if (r->lora) {
         lq_error err;
         int rc = lq_scheduler_install_adapter(a->s, r->name, r->dir, r->lora, &err);

@@ -369,6 +369,13 @@ static void engine_free(engine *e) {
     tok_free(e->tok);
 }
 
+/* The just-in-time loader; only the CPU backend's memory may be filled from its thread. */
+static lq_adapters *new_adapters(engine *e, const worker_config *c, lq_error *err) {
+    lq_adapters_config jc = c->jit;
+    jc.parse_on_main = strncmp(e->backend->name, "cpu", 3) != 0;
+    return lq_adapters_new(e->sched, e->model, &jc, err);
+}
+
 static int engine_load(engine *e, const worker_config *c, lq_error *err) {
     double t0 = lq_time_ms();
     if (lq_resolve_source(c->model_id, LQ_HUB_MODEL, e->model_dir, sizeof e->model_dir, err)) {
@@ -380,7 +387,7 @@ static int engine_load(engine *e, const worker_config *c, lq_error *err) {
         !(e->model = dummy ? lq_model_load_dummy(e->model_dir, e->backend, LQ_DTYPE_BF16, 1, err)
                            : lq_model_load(e->model_dir, e->backend, err)) ||
         !(e->sched = lq_scheduler_new(e->model, e->tok, &c->sched, err)) ||
-        !(e->adapters = lq_adapters_new(e->sched, e->model, &c->jit, err)))
+        !(e->adapters = new_adapters(e, c, err)))
         return -1;
     lq_log("model %s loaded in %.2f s: %s, %d layers, vocab %d", c->model_id, (lq_time_ms() - t0) / 1000.0,
            e->model->cfg.arch_name, e->model->cfg.n_layers, e->model->cfg.vocab_size);
