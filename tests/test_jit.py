@@ -249,6 +249,10 @@ def test_fifty_adapters_none_preloaded(stack, adapters, lorq_bin, model_dir):
     for name in sample:
         assert token_ids(results[name][1]) == want[name], name
     assert len({tuple(token_ids(b)) for _, b in results.values()}) > 1
+    # Every one of the 50: run alone now (resident, no batch-mates), the same tokens as in the crowd.
+    for name in names:
+        status, body = generate(stack.url, name)
+        assert status == 200 and token_ids(body) == token_ids(results[name][1]), name
     # Each repository was fetched once: the revision listing was asked once per adapter.
     for name in sample:
         assert hub.count(f"/api/models/{name}/revision/") == 1
