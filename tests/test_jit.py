@@ -318,11 +318,14 @@ def test_models_info_and_admin_preload_unload(stack):
 
 
 def test_host_budget_of_five_adapters_over_twenty(tmp_path, adapters, gateway_bin, worker_bin, model_dir, lorq_bin):
+    """Memory: at most 5 adapters resident; disk: about 6 adapters' downloads (3 MB) kept in the hub cache."""
     hub, folders = adapters
-    s = start_stack(tmp_path, gateway_bin, worker_bin, model_dir, hub, worker_env={"MAX_HOST_ADAPTERS": 5})
+    s = start_stack(tmp_path, gateway_bin, worker_bin, model_dir, hub,
+                    worker_env={"MAX_HOST_ADAPTERS": 5, "ADAPTER_DISK_BUDGET": "3MB"})
     try:
         names = [f"jit/a{i:02d}" for i in range(20)]
         order = names + names[::-1] + names[::3]
+        fetched_before = {n: hub.count(f"/api/models/{n}/revision/") for n in names}
         seen_max = [0]
         stop = [False]
 
@@ -349,6 +352,14 @@ def test_host_budget_of_five_adapters_over_twenty(tmp_path, adapters, gateway_bi
         print(f"\nMAX_HOST_ADAPTERS=5, {len(order)} requests over 20 adapters: all correct; {evictions} loads, "
               f"at most {seen_max[0]} resident")
         assert evictions > 20  # some adapters were evicted and loaded again
+        # The disk tier: downloads deleted to keep 3 MB (each is ~0.46 MB), and fetched again when needed.
+        cached = [p for p in (tmp_path / "hub-cache").iterdir() if p.name.startswith("models--jit--")]
+        on_disk = sum(f.stat().st_size for p in cached for f in (p / "blobs").iterdir())
+        deleted = s.worker.log().count("to keep ADAPTER_DISK_BUDGET")
+        print(f"ADAPTER_DISK_BUDGET=3MB: {len(cached)} adapters ({on_disk / 1e6:.1f} MB) left in the cache, "
+              f"{deleted} downloads deleted")
+        assert deleted > 0 and on_disk <= 3_000_000 + 500_000, (len(cached), on_disk)
+        assert max(hub.count(f"/api/models/{n}/revision/") - fetched_before[n] for n in names) >= 2  # fetched again
         # The admin API is off without LORQ_ADMIN_TOKEN.
         assert request(s.url, "POST", "/admin/adapters/jit/a00/load", headers={"Authorization": "Bearer x"})[0] == 403
     finally:

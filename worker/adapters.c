@@ -3,7 +3,12 @@
  *
  * Tiers. Disk: the hub cache (or a local folder); once an id resolved to a
  * folder, the folder is remembered, so a reload after an eviction reads the
- * disk without asking the hub again. Memory: the scheduler's registry, with
+ * disk without asking the hub again. With ADAPTER_DISK_BUDGET, the
+ * repositories this worker downloaded are kept within that many bytes: after
+ * each download the least recently used ones that are neither resident nor
+ * in use are deleted from the cache (models--owner--name), and fetched again
+ * when next needed. Folders it did not download (LORA_ADAPTERS,
+ * LORQ_ADAPTERS_DIR) are never deleted. Memory: the scheduler's registry, with
  * its byte budget (ADAPTER_MEMORY_BUDGET) and count budget
  * (MAX_HOST_ADAPTERS), evicting the least recently used adapter no job pins.
  * On the CPU backend the adapter's parsed weights live in host memory, so the
@@ -31,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -46,6 +52,9 @@ typedef struct entry {
     int declared;   /* in LORA_ADAPTERS */
     int loading;    /* with the loader, or its result waits to be installed */
     int n_jobs;     /* jobs holding the pin we took for them */
+    int64_t used_ms;        /* last wanted or loaded (disk LRU) */
+    char *repo_root;        /* downloaded here: <hub cache>/models--owner--name; NULL otherwise */
+    long long disk_bytes;   /* of its snapshot, while repo_root is set */
     int64_t failed_until_ms;
     char fail_msg[800];
     const char *fail_type;
@@ -62,6 +71,7 @@ typedef struct result {
     char dir[4096];
     lq_lora *lora; /* NULL: failed, or not parsed yet (parse) */
     int parse;     /* fetched and checked; the main thread parses it */
+    int from_hub;  /* dir is a hub cache snapshot this worker resolved */
     char msg[800];
     const char *type;
     double ms;
@@ -71,7 +81,7 @@ struct lq_adapters {
     lq_scheduler *s;
     const lq_model *base;
     char *allow, *dir;
-    long long max_file_bytes;
+    long long max_file_bytes, disk_budget;
     int failure_ttl_ms;
     int parse_on_main;
     entry *e;
@@ -115,7 +125,7 @@ static int resolve(const lq_adapters *a, const char *name, result *r, lq_error *
     }
     lq_hub_config hc;
     if (lq_hub_config_from_env(&hc, err)) return -1;
-    if (lq_hub_snapshot(&hc, name, LQ_HUB_ADAPTER, r->dir, sizeof r->dir, err) == 0) return 0;
+    if (lq_hub_snapshot(&hc, name, LQ_HUB_ADAPTER, r->dir, sizeof r->dir, err) == 0) return r->from_hub = 1, 0;
     if (strstr(err->msg, "HTTP 404") || strstr(err->msg, "not found")) r->type = "adapter_not_found";
     return -1;
 }
@@ -226,6 +236,7 @@ lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_ada
     a->allow = c->allow && *c->allow ? strdup(c->allow) : NULL;
     a->dir = c->dir && *c->dir ? strdup(c->dir) : NULL;
     a->max_file_bytes = c->max_file_bytes;
+    a->disk_budget = c->disk_budget;
     a->failure_ttl_ms = c->failure_ttl_ms;
     a->parse_on_main = c->parse_on_main;
     pthread_mutex_init(&a->mu, NULL);
@@ -265,7 +276,7 @@ void lq_adapters_free(lq_adapters *a) {
     }
     if (a->done) lq_lora_free(a->done->lora);
     free(a->done);
-    for (int i = 0; i < a->n; i++) free(a->e[i].dir);
+    for (int i = 0; i < a->n; i++) free(a->e[i].dir), free(a->e[i].repo_root);
     free(a->e);
     free(a->allow);
     free(a->dir);
@@ -329,6 +340,7 @@ lq_adapter_state lq_adapters_want(lq_adapters *a, const char *name, char *msg, s
             return LQ_ADAPTER_FAILED;
         }
         e->n_jobs++;
+        e->used_ms = mono_ms();
         return LQ_ADAPTER_READY;
     }
     if (e->loading) return LQ_ADAPTER_WAIT;
@@ -368,6 +380,69 @@ int lq_adapters_unload(lq_adapters *a, const char *name) {
     return lq_scheduler_unload_adapter(a->s, name);
 }
 
+/* ---- the disk tier's budget ---- */
+
+static long long dir_bytes(const char *dir) {
+    const char *files[] = {"adapter_config.json", "adapter_model.safetensors", "README.md"};
+    long long sum = 0;
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char path[4200];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (stat(path, &st) == 0) sum += st.st_size; /* through the snapshot's symlinks to the blobs */
+    }
+    return sum;
+}
+
+/* <cache>/models--o--n from <cache>/models--o--n/snapshots/<sha>; NULL if the path is not shaped so. */
+static char *repo_root_of(const char *snapshot) {
+    char *root = strdup(snapshot);
+    char *slash = root ? strrchr(root, '/') : NULL;
+    if (slash) *slash = 0, slash = strrchr(root, '/');
+    if (!slash || strcmp(slash, "/snapshots")) return free(root), NULL;
+    *slash = 0;
+    const char *base = strrchr(root, '/');
+    if (!base || strncmp(base + 1, "models--", 8)) return free(root), NULL;
+    return root;
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+/* Deletes downloads, least recently used first, until the budget holds. */
+static void trim_disk(lq_adapters *a) {
+    if (a->disk_budget <= 0) return;
+    long long total = 0;
+    for (int i = 0; i < a->n; i++)
+        if (a->e[i].repo_root) total += a->e[i].disk_bytes;
+    while (total > a->disk_budget) {
+        entry *lru = NULL;
+        for (int i = 0; i < a->n; i++) {
+            entry *e = &a->e[i];
+            if (!e->repo_root || e->loading || e->n_jobs || lq_scheduler_is_resident(a->s, e->name)) continue;
+            if (!lru || e->used_ms < lru->used_ms) lru = e;
+        }
+        if (!lru) return; /* all in use: over budget until some are not */
+        nftw(lru->repo_root, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+        lq_log("adapter '%s': deleted its download (%lld bytes) to keep ADAPTER_DISK_BUDGET", lru->name,
+               lru->disk_bytes);
+        total -= lru->disk_bytes;
+        free(lru->repo_root), lru->repo_root = NULL;
+        free(lru->dir), lru->dir = NULL; /* fetched again when next needed */
+    }
+}
+
+static void note_download(lq_adapters *a, entry *e, const result *r) {
+    if (!e || !r->from_hub || e->declared) return;
+    free(e->repo_root);
+    e->repo_root = repo_root_of(r->dir);
+    e->disk_bytes = e->repo_root ? dir_bytes(r->dir) : 0;
+    trim_disk(a);
+}
+
 /* Makes a finished load resident, or records its failure. 1: no room yet. */
 static int install(lq_adapters *a, result *r, entry *e, int *ok) {
     *ok = 0;
@@ -391,7 +466,8 @@ static int install(lq_adapters *a, result *r, entry *e, int *ok) {
             r->lora = NULL; /* the scheduler's now */
             lq_log("adapter '%s' loaded in %.0f ms from %s", r->name, r->ms, r->dir);
             if (e && !e->dir) e->dir = strdup(r->dir); /* the disk tier: no hub round trip next time */
-            if (e) e->fail_msg[0] = 0;
+            if (e) e->fail_msg[0] = 0, e->used_ms = mono_ms();
+            note_download(a, e, r);
             return 0;
         }
         lq_lora_free(r->lora);

@@ -27,6 +27,7 @@ typedef struct lq_adapters_config {
     const char *allow;        /* LORQ_ALLOW_ADAPTERS globs; NULL: only declared ids */
     const char *dir;          /* LORQ_ADAPTERS_DIR: local folders by id; NULL: none */
     long long max_file_bytes; /* ADAPTER_MAX_SIZE: largest adapter_model.safetensors; 0: no limit */
+    long long disk_budget;    /* ADAPTER_DISK_BUDGET: bytes of hub downloads kept in the cache; 0: no limit */
     int failure_ttl_ms;       /* how long a failed load is remembered */
     int parse_on_main;        /* the backend may not be used from a second thread (CUDA): the loader
                                  thread only fetches and checks; parsing and the upload run on the main one */

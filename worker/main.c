@@ -81,6 +81,7 @@ enum {
     O_MAX_HOST_ADAPTERS,
     O_ADAPTER_MAX_SIZE,
     O_ADAPTER_FAILURE_TTL,
+    O_ADAPTER_DISK_BUDGET,
     O_COUNT
 };
 
@@ -105,6 +106,7 @@ static const option options[O_COUNT] = {
     [O_MAX_HOST_ADAPTERS] = {"MAX_HOST_ADAPTERS", "--max-host-adapters", OPT_INT, 0, 1 << 20, "most adapters resident in memory (default 0: only ADAPTER_MEMORY_BUDGET bounds)"},
     [O_ADAPTER_MAX_SIZE] = {"ADAPTER_MAX_SIZE", "--adapter-max-size", OPT_BYTES, 0, LLONG_MAX, "largest adapter_model.safetensors accepted (default 0: no limit)"},
     [O_ADAPTER_FAILURE_TTL] = {"LORQ_ADAPTER_FAILURE_TTL", "--adapter-failure-ttl", OPT_INT, 0, 86400, "seconds a failed adapter load is remembered (default 30)"},
+    [O_ADAPTER_DISK_BUDGET] = {"ADAPTER_DISK_BUDGET", "--adapter-disk-budget", OPT_BYTES, 0, LLONG_MAX, "bytes of adapters this worker downloaded kept in the hub cache (default 0: no limit)"},
 };
 
 static void usage(FILE *out) {
@@ -318,6 +320,7 @@ static int parse_config(int argc, char **argv, worker_config *c) {
     NUM(O_MAX_HOST_ADAPTERS, c->sched.max_resident_adapters);
     NUM(O_ADAPTER_MAX_SIZE, c->jit.max_file_bytes);
     NUM(O_ADAPTER_FAILURE_TTL, ttl_s);
+    NUM(O_ADAPTER_DISK_BUDGET, c->jit.disk_budget);
 #undef NUM
     if (ttl_s >= 0) c->jit.failure_ttl_ms = ttl_s * 1000;
     if (!c->model_id) {
