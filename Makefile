@@ -92,6 +92,11 @@ FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 5
 PYTEST_ARGS ?=
 
+# What a test binary links: its .c and the objects and libraries. The rules' other
+# prerequisites are headers from the -MMD dependency files, which the compiler
+# would otherwise try to compile on their own.
+link_inputs = $(filter %.c %.o %.a,$(1))
+
 # Keep every object: sanitizer and fuzz objects are otherwise deleted as intermediates.
 .SECONDARY:
 
@@ -151,7 +156,7 @@ $(B)/kernels/cuda/%.o: kernels/cuda/%.cu
 # GPU tests: not sanitized (the CUDA runtime), linked with the CUDA engine.
 $(B)/tests/gpu/%: tests/gpu/%.c $(ENGINE_LIB) $(B)/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $^ $(LDLIBS) $(CUDA_LIBS) -lcmocka
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $(call link_inputs,$^) $(LDLIBS) $(CUDA_LIBS) -lcmocka
 endif
 
 # Unit tests and the objects they link run under AddressSanitizer and UBSan.
@@ -173,7 +178,7 @@ $(B)/san/libengine.a: $(ENGINE_SAN_OBJ)
 
 $(B)/tests/%: tests/unit/%.c $(B)/san/libgateway.a $(B)/san/libengine.a $(B)/san/libcommon.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(SAN) -o $@ $(call link_inputs,$^) $(LDLIBS) -lcmocka
 
 # libFuzzer targets: clang, coverage instrumentation plus ASan/UBSan.
 FUZZ_FLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE $(INCLUDES) $(PKG_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
@@ -183,7 +188,7 @@ $(B)/fuzz/%.o: %.c
 
 $(B)/fuzz/bin/%: tests/fuzz/%.c $(GATEWAY_FUZ_OBJ) $(COMMON_FUZ_OBJ)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $(call link_inputs,$^) $(LDLIBS)
 
 setup:
 	@bash ops/setup.sh
