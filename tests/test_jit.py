@@ -372,3 +372,43 @@ def test_adapters_dir_before_the_hub(stack, adapters, lorq_bin, model_dir):
     assert status == 200, body
     assert token_ids(body) == reference_ids(lorq_bin, model_dir, hub.local_dir / "jit" / "only-here")
     assert hub.count("/api/models/jit/only-here") == 0
+
+
+def test_slow_download_does_not_stall_the_batch_nor_a_quitting_worker(tmp_path, adapters, gateway_bin, worker_bin,
+                                                                        model_dir):
+    hub, _ = adapters
+    s = start_stack(tmp_path, gateway_bin, worker_bin, model_dir, hub,
+                    worker_env={"LORQ_HUB_STALL_TIMEOUT": 8, "LORQ_HUB_RETRIES": 0})
+    try:
+        assert generate(s.url, "jit/a01")[0] == 200
+        hub.faults.add("stall")  # each blob transfer stops after its first chunk
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+            t0 = time.monotonic()
+            stalled = ex.submit(generate, s.url, "jit/a02")
+            wait_for(lambda: "waits for adapter 'jit/a02'" in s.worker.log(), "the job parked")
+            # While the loader thread is stuck in the transfer, the batch keeps stepping.
+            for adapter in ["", "jit/a01", "", "jit/a01"]:
+                t = time.monotonic()
+                status, body = generate(s.url, adapter, n=8)
+                assert status == 200 and time.monotonic() - t < 5, (adapter, body)
+            status, body = stalled.result()
+            took = time.monotonic() - t0
+        assert status == 422 and "jit/a02" in body["error"], body
+        print(f"\na stalled download failed after {took:.1f} s (LORQ_HUB_STALL_TIMEOUT=8) while 4 other requests "
+              f"ran")
+        # A quitting worker (two SIGTERMs) does not wait for a stalled download.
+        threading_request = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        threading_request.submit(generate, s.url, "jit/a03")
+        wait_for(lambda: "waits for adapter 'jit/a03'" in s.worker.log(), "the job parked")
+        time.sleep(0.5)
+        t = time.monotonic()
+        s.worker.proc.terminate()
+        time.sleep(0.2)
+        s.worker.proc.terminate()
+        s.worker.proc.wait(timeout=20)
+        print(f"worker quit in {time.monotonic() - t:.1f} s during a stalled download")
+        assert time.monotonic() - t < 6
+        threading_request.shutdown(wait=False, cancel_futures=True)
+    finally:
+        hub.faults.discard("stall")
+        s.stop()

@@ -95,6 +95,7 @@ struct lq_adapters {
     request *head, *tail;
     result *done; /* finished, not yet installed */
     int stop;
+    int busy; /* the loader is in load_one */
 };
 
 static int64_t mono_ms(void) {
@@ -187,11 +188,14 @@ static void *loader_main(void *arg) {
         request *q = a->head;
         a->head = q->next;
         if (!a->head) a->tail = NULL;
+        a->busy = 1;
         pthread_mutex_unlock(&a->mu);
         result *r = load_one(a, q);
         free(q->dir);
         free(q);
         pthread_mutex_lock(&a->mu);
+        a->busy = 0;
+        pthread_cond_broadcast(&a->wake_main);
         if (!r) continue; /* out of memory: the entry stays "loading"; nothing better to do */
         a->done = r;
         pthread_cond_signal(&a->wake_main);
@@ -252,21 +256,38 @@ lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_ada
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         lq_fail(err, "cannot start the adapter loader thread");
-        lq_adapters_free(a);
+        lq_adapters_free(a, 0);
         return NULL;
     }
     a->started = 1;
     return a;
 }
 
-void lq_adapters_free(lq_adapters *a) {
-    if (!a) return;
+/* Until the loader is out of load_one, at most ms. 1: it is. Called with mu held. */
+static int wait_idle(lq_adapters *a, int ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    while (a->busy)
+        if (pthread_cond_timedwait(&a->wake_main, &a->mu, &ts) != 0) break;
+    return !a->busy;
+}
+
+int lq_adapters_free(lq_adapters *a, int wait_ms) {
+    if (!a) return 0;
     if (a->started) {
         pthread_mutex_lock(&a->mu);
         a->stop = 1;
         pthread_cond_signal(&a->wake_loader);
+        int idle = wait_idle(a, wait_ms);
         pthread_mutex_unlock(&a->mu);
-        pthread_join(a->thread, NULL); /* a load under way finishes first: loads are bounded by the hub's timeouts */
+        if (!idle) {
+            lq_log("an adapter load is still under way; not waiting for it");
+            return -1;
+        }
+        pthread_join(a->thread, NULL);
     }
     while (a->head) {
         request *q = a->head;
@@ -284,6 +305,7 @@ void lq_adapters_free(lq_adapters *a) {
     pthread_cond_destroy(&a->wake_loader);
     pthread_cond_destroy(&a->wake_main);
     free(a);
+    return 0;
 }
 
 int lq_adapters_declare(lq_adapters *a, const char *name, const char *dir, lq_error *err) {

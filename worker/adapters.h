@@ -36,7 +36,11 @@ typedef struct lq_adapters_config {
 typedef struct lq_adapters lq_adapters;
 
 lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_adapters_config *c, lq_error *err);
-void lq_adapters_free(lq_adapters *a);
+/* Stops the loader and frees everything: 0. A load under way (a slow hub) is
+ * given wait_ms to end; if it has not, returns -1 and frees nothing, since the
+ * thread still uses the model: the caller must not free the model either, and
+ * exits (a worker quitting does not wait for a download). */
+int lq_adapters_free(lq_adapters *a, int wait_ms);
 
 /* A LORA_ADAPTERS entry: the id and its (already resolved) folder. */
 int lq_adapters_declare(lq_adapters *a, const char *name, const char *dir, lq_error *err);

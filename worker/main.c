@@ -365,7 +365,8 @@ typedef struct engine {
 } engine;
 
 static void engine_free(engine *e) {
-    lq_adapters_free(e->adapters);
+    /* A download that outlives 2 s still uses the model: leave it all to the exit. */
+    if (lq_adapters_free(e->adapters, 2000) != 0) return;
     lq_scheduler_free(e->sched);
     lq_model_free(e->model);
     if (e->backend) e->backend->destroy(e->backend);
