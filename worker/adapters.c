@@ -98,6 +98,8 @@ struct lq_adapters {
     int busy; /* the loader is in load_one */
 };
 
+enum { MAX_REMEMBERED = 4096 }; /* ids the table keeps before it reuses forgettable entries */
+
 static int64_t mono_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -212,10 +214,26 @@ static entry *find(const lq_adapters *a, const char *name) {
     return NULL;
 }
 
+/* An entry that only remembers (a failure, a folder to read again): reusable. */
+static int forgettable(const lq_adapters *a, const entry *e) {
+    return !e->declared && !e->loading && !e->n_jobs && !e->repo_root && !lq_scheduler_is_resident(a->s, e->name);
+}
+
 static entry *find_or_add(lq_adapters *a, const char *name) {
     entry *e = find(a, name);
     if (e) return e;
     if (strlen(name) > LQ_ADAPTER_ID_MAX) return NULL;
+    if (a->n >= MAX_REMEMBERED) { /* requests for ever new ids must not grow the table without end */
+        entry *old = NULL;
+        for (int i = 0; i < a->n; i++)
+            if (forgettable(a, &a->e[i]) && (!old || a->e[i].used_ms < old->used_ms)) old = &a->e[i];
+        if (old) {
+            free(old->dir);
+            memset(old, 0, sizeof *old);
+            snprintf(old->name, sizeof old->name, "%s", name);
+            return old;
+        }
+    }
     if (a->n == a->cap) {
         int cap = a->cap ? a->cap * 2 : 16;
         entry *p = realloc(a->e, sizeof *p * (size_t)cap);
@@ -352,6 +370,7 @@ static int failed_now(const entry *e) { return e->fail_msg[0] && mono_ms() < e->
 lq_adapter_state lq_adapters_want(lq_adapters *a, const char *name, char *msg, size_t msg_len, const char **type) {
     entry *e = find_or_add(a, name);
     *type = "internal";
+    if (e) e->used_ms = mono_ms();
     if (!e) {
         snprintf(msg, msg_len, "out of memory");
         return LQ_ADAPTER_FAILED;
