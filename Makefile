@@ -213,7 +213,7 @@ fuzz-smoke: $(FUZZ_BIN)
 fuzz: $(FUZZ_BIN)
 	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
 
-# Each GPU test binary reports SKIPPED (and passes) when no GPU is visible.
+# Each GPU test binary reports SKIPPED (exit 77, counted as skipped) when no GPU is visible.
 ifeq ($(CUDA),1)
 test-gpu: $(GPU_TEST_BIN)
 	@bash tests/gpu/run.sh $(GPU_TEST_BIN)
