@@ -366,6 +366,82 @@ def test_host_budget_of_five_adapters_over_twenty(tmp_path, adapters, gateway_bi
         s.stop()
 
 
+def heartbeat(stack):
+    """The (only) worker's heartbeat hash, as str -> str."""
+    r = redislib.Redis(port=stack.redis.port)
+    wids = r.zrange("lorq:workers", 0, -1)
+    assert len(wids) == 1, wids
+    return {k.decode(): v.decode() for k, v in r.hgetall(b"lorq:worker:" + wids[0]).items()}
+
+
+def test_host_tier_off_by_default_on_the_cpu(stack):
+    """On the CPU backend resident adapters are host memory already: no second copy unless configured."""
+    assert generate(stack.url, "jit/a02")[0] == 200
+    wait_for(lambda: "jit/a02" in resident(stack), "jit/a02 in the heartbeat")
+    hb = heartbeat(stack)
+    assert hb["host_adapters"] == "" and hb["adapter_loads_host"] == "0", hb
+    assert int(hb["adapter_loads_disk"]) > 0, hb
+    assert "adapter host tier" not in stack.worker.log()
+
+
+def test_host_tier_serves_reloads_without_the_disk(tmp_path, adapters, gateway_bin, worker_bin, model_dir, lorq_bin):
+    """Device tier 2 adapters (MAX_HOST_ADAPTERS), host tier 6 (ADAPTER_HOST_COUNT), traffic over 10: adapters
+    evicted from the device come back from host memory (an upload, no disk read or parse) while the host tier
+    holds them, and from the disk once it has dropped them; every answer equals the adapter's solo run."""
+    hub, folders = adapters
+    s = start_stack(tmp_path, gateway_bin, worker_bin, model_dir, hub,
+                    worker_env={"MAX_HOST_ADAPTERS": 2, "ADAPTER_HOST_BUDGET": "1GiB", "ADAPTER_HOST_COUNT": 6})
+    try:
+        names = [f"jit/a{i:02d}" for i in range(20, 30)]
+        hot, cold = names[:6], names[6:]
+        order = hot * 3 + cold + hot  # the last round: some of the hot six were pushed out of the host tier
+        fetched_before = {n: hub.count(f"/api/models/{n}/revision/") for n in names}
+        seen = {"device": 0, "host": 0}
+        stop = [False]
+
+        def watch():
+            while not stop[0]:
+                hb = heartbeat(s)
+                seen["device"] = max(seen["device"], len([x for x in hb.get("adapters", "").split(",") if x]))
+                seen["host"] = max(seen["host"], len([x for x in hb.get("host_adapters", "").split(",") if x]))
+                time.sleep(0.1)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=5) as ex:
+            watcher = ex.submit(watch)
+            results = list(ex.map(lambda a: (a, generate(s.url, a)), order))
+            stop[0] = True
+            watcher.result()
+        by_adapter = {}
+        for name, (status, body) in results:
+            assert status == 200, (name, body)
+            by_adapter.setdefault(name, set()).add(tuple(token_ids(body)))
+        assert all(len(v) == 1 for v in by_adapter.values()), by_adapter  # reloads give the same tokens
+        # Each equal to the same request run alone, and a sample to `lorq generate --adapter DIR`.
+        for name in names:
+            status, body = generate(s.url, name)
+            assert status == 200 and (tuple(token_ids(body)),) == tuple(by_adapter[name]), name
+        for name in ["jit/a21", "jit/a28"]:
+            assert list(next(iter(by_adapter[name]))) == reference_ids(lorq_bin, model_dir, folders[name]), name
+        log = s.worker.log()
+        loads = len(re.findall(r"adapter '[^']+' loaded in", log))
+        from_host = len(re.findall(r"adapter '[^']+' loaded in \d+ ms from the host tier", log))
+        wait_for(lambda: int(heartbeat(s)["adapter_loads_host"]) + int(heartbeat(s)["adapter_loads_disk"]) == loads,
+                 "the heartbeat's load counters to catch up with the log")
+        hb = heartbeat(s)
+        hits, disk = int(hb["adapter_loads_host"]), int(hb["adapter_loads_disk"])
+        print(f"\ndevice tier 2, host tier 6, {len(order) + len(names)} requests over 10 adapters: all correct; "
+              f"{loads} loads: {hits} from the host tier (upload only), {disk} from the disk; at most "
+              f"{seen['device']} resident on the device, {seen['host']} in the host tier")
+        assert hits == from_host and hits > 0, (hits, from_host)
+        assert disk >= len(names)  # each adapter's first load reads the disk
+        assert hits >= 3  # rounds 2 and 3 over the hot six: the device holds 2, the host tier all six
+        assert 0 < seen["device"] <= 2 and 0 < seen["host"] <= 6, seen
+        # Each repository was fetched from the hub once (reloads read the host tier or the remembered folder).
+        assert all(hub.count(f"/api/models/{n}/revision/") - fetched_before[n] == 1 for n in names)
+    finally:
+        s.stop()
+
+
 def test_adapters_dir_before_the_hub(stack, adapters, lorq_bin, model_dir):
     hub, _ = adapters
     status, body = generate(stack.url, "jit/only-here")

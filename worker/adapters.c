@@ -8,19 +8,21 @@
  * each download the least recently used ones that are neither resident nor
  * in use are deleted from the cache (models--owner--name), and fetched again
  * when next needed. Folders it did not download (LORA_ADAPTERS,
- * LORQ_ADAPTERS_DIR) are never deleted. Memory: the scheduler's registry, with
- * its byte budget (ADAPTER_MEMORY_BUDGET) and count budget
- * (MAX_HOST_ADAPTERS), evicting the least recently used adapter no job pins.
- * On the CPU backend the adapter's parsed weights live in host memory, so the
- * host and device tiers are one; a GPU backend would hold them in device
- * memory under the same budgets.
+ * LORQ_ADAPTERS_DIR) are never deleted. Host memory (worker/host_tier.h, when
+ * ADAPTER_HOST_BUDGET is set, the default on a GPU backend): parsed adapters,
+ * ready to upload, in their own LRU; a load looks there first, and a hit skips
+ * the disk and the parse. Device memory: the scheduler's registry, with its
+ * byte budget (ADAPTER_MEMORY_BUDGET) and count budget (MAX_HOST_ADAPTERS),
+ * evicting the least recently used adapter no job pins; the host copy stays.
+ * On the CPU backend the registry's weights are host memory already, so the
+ * host tier is off there unless configured (it would hold each adapter twice).
  *
  * One loader thread does the slow work (hub transfer, file parse, backend
- * copy), one adapter at a time. The CPU backend's memory is plain host
- * memory, safe to fill from that thread; the CUDA backend keeps per-op state
- * on its stream, so there (parse_on_main) the thread only fetches and checks
- * the files and the main thread parses and uploads them, a pause of the
- * batch as long as one adapter's copy. It hands back one result at a time and waits
+ * copy), one adapter at a time. Parsing fills host memory only, so it runs on
+ * that thread on every backend. The CPU backend's memory is plain host
+ * memory, safe to fill from that thread too; the CUDA backend keeps per-op
+ * state on its stream, so there (upload_on_main) the main thread makes the
+ * one upload, a pause of the batch as long as one adapter's copy. It hands back one result at a time and waits
  * until the main thread installed it: at most one adapter beyond the budgets
  * exists, the one waiting for room. Installing needs room; when every
  * resident adapter is pinned by jobs, the result waits until some end, which
@@ -40,6 +42,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "host_tier.h"
 #include "hub.h"
 #include "job.h"
 #include "lora.h"
@@ -69,9 +72,11 @@ typedef struct request {
 typedef struct result {
     char name[LQ_ADAPTER_ID_MAX + 1];
     char dir[4096];
-    lq_lora *lora; /* NULL: failed, or not parsed yet (parse) */
-    int parse;     /* fetched and checked; the main thread parses it */
-    int from_hub;  /* dir is a hub cache snapshot this worker resolved */
+    lq_lora *lora;      /* NULL: failed, or not uploaded yet (img) */
+    lq_lora_host *img;  /* parsed, to upload on the main thread (upload_on_main) */
+    int img_in_tier;    /* img is a host tier reference (release it), not the result's own */
+    int from_host;      /* a host tier hit: no disk read, no parse */
+    int from_hub;       /* dir is a hub cache snapshot this worker resolved */
     char msg[800];
     const char *type;
     double ms;
@@ -83,7 +88,9 @@ struct lq_adapters {
     char *allow, *dir;
     long long max_file_bytes, disk_budget;
     int failure_ttl_ms;
-    int parse_on_main;
+    int upload_on_main;
+    lq_host_tier *host; /* NULL: no host tier */
+    long loads_host, loads_disk;
     entry *e;
     int n, cap;
     int n_loading;
@@ -157,7 +164,22 @@ static void without_dir(const char *msg, const char *dir, char *out, size_t size
     out[k] = 0;
 }
 
-static result *load_one(const lq_adapters *a, const request *q) {
+/* A result's parsed image is done with: back to the tier, or freed if it was its own. */
+static void drop_img(lq_adapters *a, result *r) {
+    if (!r->img) return;
+    if (r->img_in_tier) lq_host_tier_release(a->host, r->img);
+    else lq_lora_host_free(r->img);
+    r->img = NULL;
+}
+
+/* The backend copy of r->img (then dropped); -1 with err. */
+static int upload(lq_adapters *a, result *r, lq_error *err) {
+    r->lora = lq_lora_upload(r->img, a->base->backend, err);
+    drop_img(a, r);
+    return r->lora ? 0 : -1;
+}
+
+static result *load_one(lq_adapters *a, const request *q) {
     result *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     double t0 = (double)mono_ms();
@@ -165,11 +187,19 @@ static result *load_one(const lq_adapters *a, const request *q) {
     r->type = "adapter";
     lq_error err = {{0}};
     int rc = 0;
-    if (q->dir) snprintf(r->dir, sizeof r->dir, "%s", q->dir);
-    else rc = resolve(a, q->name, r, &err);
-    if (rc == 0) rc = check_size(a, r->dir, &err);
-    if (rc == 0 && a->parse_on_main) r->parse = 1;
-    else if (rc == 0 && !(r->lora = lq_lora_load(r->dir, q->name, a->base, &err))) rc = -1;
+    if (a->host && (r->img = lq_host_tier_get(a->host, q->name))) {
+        /* The scheduler records a folder per adapter; one deleted by the disk
+         * budget is not needed here, so a placeholder stands for it. */
+        snprintf(r->dir, sizeof r->dir, "%s", q->dir ? q->dir : "(host memory)");
+        r->from_host = r->img_in_tier = 1;
+    } else {
+        if (q->dir) snprintf(r->dir, sizeof r->dir, "%s", q->dir);
+        else rc = resolve(a, q->name, r, &err);
+        if (rc == 0) rc = check_size(a, r->dir, &err);
+        if (rc == 0 && !(r->img = lq_lora_parse(r->dir, q->name, a->base, &err))) rc = -1;
+        if (rc == 0 && a->host && lq_host_tier_put(a->host, r->img)) r->img_in_tier = 1;
+    }
+    if (rc == 0 && !a->upload_on_main) rc = upload(a, r, &err);
     if (rc) {
         char cause[sizeof err.msg];
         without_dir(err.msg, r->dir, cause, sizeof cause);
@@ -260,7 +290,12 @@ lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_ada
     a->max_file_bytes = c->max_file_bytes;
     a->disk_budget = c->disk_budget;
     a->failure_ttl_ms = c->failure_ttl_ms;
-    a->parse_on_main = c->parse_on_main;
+    a->upload_on_main = c->upload_on_main;
+    if (c->host_budget > 0 && !(a->host = lq_host_tier_new((size_t)c->host_budget, c->host_max_count))) {
+        lq_fail(err, "out of memory");
+        free(a->allow), free(a->dir), free(a);
+        return NULL;
+    }
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->wake_loader, NULL);
     pthread_cond_init(&a->wake_main, NULL);
@@ -313,8 +348,9 @@ int lq_adapters_free(lq_adapters *a, int wait_ms) {
         free(q->dir);
         free(q);
     }
-    if (a->done) lq_lora_free(a->done->lora);
+    if (a->done) lq_lora_free(a->done->lora), drop_img(a, a->done);
     free(a->done);
+    lq_host_tier_free(a->host);
     for (int i = 0; i < a->n; i++) free(a->e[i].dir), free(a->e[i].repo_root);
     free(a->e);
     free(a->allow);
@@ -382,6 +418,7 @@ lq_adapter_state lq_adapters_want(lq_adapters *a, const char *name, char *msg, s
         }
         e->n_jobs++;
         e->used_ms = mono_ms();
+        if (a->host) lq_host_tier_touch(a->host, name); /* in use: its host copy is the last to go */
         return LQ_ADAPTER_READY;
     }
     if (e->loading) return LQ_ADAPTER_WAIT;
@@ -418,7 +455,11 @@ int lq_adapters_preload(lq_adapters *a, const char *name, char *why, size_t why_
 int lq_adapters_unload(lq_adapters *a, const char *name) {
     entry *e = find(a, name);
     if (e && e->n_jobs > 0) return -1;
-    return lq_scheduler_unload_adapter(a->s, name);
+    /* An operator unloading an adapter wants it gone (say, to read a changed
+     * folder again): from host memory too. */
+    int host = a->host ? lq_host_tier_drop(a->host, name) : -1;
+    int dev = lq_scheduler_unload_adapter(a->s, name);
+    return host == 0 || dev == 0 ? 0 : -1;
 }
 
 /* ---- the disk tier's budget ---- */
@@ -487,15 +528,11 @@ static void note_download(lq_adapters *a, entry *e, const result *r) {
 /* Makes a finished load resident, or records its failure. 1: no room yet. */
 static int install(lq_adapters *a, result *r, entry *e, int *ok) {
     *ok = 0;
-    if (r->parse) {
+    if (r->img) {
         lq_error err;
         double t0 = (double)mono_ms();
-        r->parse = 0;
-        if (!(r->lora = lq_lora_load(r->dir, r->name, a->base, &err))) {
-            char cause[sizeof err.msg];
-            without_dir(err.msg, r->dir, cause, sizeof cause);
-            snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", r->name, cause);
-        }
+        if (upload(a, r, &err) != 0)
+            snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", r->name, err.msg);
         r->ms += (double)mono_ms() - t0;
     }
     if (r->lora) {
@@ -505,8 +542,15 @@ static int install(lq_adapters *a, result *r, entry *e, int *ok) {
         if (rc == 0) {
             *ok = 1;
             r->lora = NULL; /* the scheduler's now */
-            lq_log("adapter '%s' loaded in %.0f ms from %s", r->name, r->ms, r->dir);
-            if (e && !e->dir) e->dir = strdup(r->dir); /* the disk tier: no hub round trip next time */
+            if (r->from_host) {
+                a->loads_host++;
+                lq_log("adapter '%s' loaded in %.0f ms from the host tier (upload only; host tier hits %ld, disk "
+                       "loads %ld)", r->name, r->ms, a->loads_host, a->loads_disk);
+            } else {
+                a->loads_disk++;
+                lq_log("adapter '%s' loaded in %.0f ms from %s", r->name, r->ms, r->dir);
+                if (e && !e->dir) e->dir = strdup(r->dir); /* the disk tier: no hub round trip next time */
+            }
             if (e) e->fail_msg[0] = 0, e->used_ms = mono_ms();
             note_download(a, e, r);
             return 0;
@@ -566,4 +610,25 @@ void lq_adapters_wait(lq_adapters *a, int ms) {
     pthread_mutex_lock(&a->mu);
     if (!a->done) pthread_cond_timedwait(&a->wake_main, &a->mu, &ts);
     pthread_mutex_unlock(&a->mu);
+}
+
+void lq_adapters_stats_get(const lq_adapters *a, lq_adapters_stats *out) {
+    memset(out, 0, sizeof *out);
+    out->loads_host = a->loads_host;
+    out->loads_disk = a->loads_disk;
+    if (!a->host) return;
+    lq_host_tier_stats st;
+    lq_host_tier_stats_get(a->host, &st);
+    out->host_on = 1;
+    out->host_count = st.count;
+    out->host_bytes = st.bytes;
+    out->host_evictions = st.evictions;
+}
+
+void lq_adapters_host_list(const lq_adapters *a, char *out, size_t size) {
+    if (!a->host) {
+        if (size) out[0] = 0;
+        return;
+    }
+    lq_host_tier_list(a->host, out, size);
 }

@@ -7,7 +7,11 @@
  * and runs at once; otherwise the queue parks it and the loader thread
  * resolves the id (the declared folder; else LORQ_ADAPTERS_DIR/<id>; else a
  * hub repository, downloaded into the hub cache), checks its size and parses
- * it into backend memory while the main thread keeps stepping the batch. The
+ * it into host memory while the main thread keeps stepping the batch, keeping
+ * the parsed copy in the host tier (ADAPTER_HOST_BUDGET, worker/host_tier.h),
+ * where a later load finds it without reading the disk. The copy to backend
+ * memory is made on that thread for the CPU backend, on the main one for a
+ * GPU (upload_on_main). The
  * main thread installs the result (lq_adapters_poll), which may evict the
  * least recently used unpinned adapter, and the parked jobs go on. A failure
  * ends the parked jobs with an error naming the cause, and is remembered for
@@ -29,8 +33,10 @@ typedef struct lq_adapters_config {
     long long max_file_bytes; /* ADAPTER_MAX_SIZE: largest adapter_model.safetensors; 0: no limit */
     long long disk_budget;    /* ADAPTER_DISK_BUDGET: bytes of hub downloads kept in the cache; 0: no limit */
     int failure_ttl_ms;       /* how long a failed load is remembered */
-    int parse_on_main;        /* the backend may not be used from a second thread (CUDA): the loader
-                                 thread only fetches and checks; parsing and the upload run on the main one */
+    int upload_on_main;       /* the backend may not be used from a second thread (CUDA): the loader
+                                 thread fetches, checks and parses; the upload runs on the main one */
+    long long host_budget;    /* ADAPTER_HOST_BUDGET: bytes of parsed adapters kept in host memory; 0: no host tier */
+    int host_max_count;       /* ADAPTER_HOST_COUNT: most adapters in the host tier; 0: only the bytes bound */
 } lq_adapters_config;
 
 typedef struct lq_adapters lq_adapters;
@@ -72,5 +78,18 @@ int lq_adapters_loading(const lq_adapters *a);
 
 /* Waits up to ms for the loader to finish something (used when only parked jobs are left). */
 void lq_adapters_wait(lq_adapters *a, int ms);
+
+/* Where loads were served from since start: the host tier (an upload only)
+ * or the disk (a read and a parse, fetched from the hub first if need be);
+ * and the host tier's contents (host_on 0: there is none). Main thread. */
+typedef struct lq_adapters_stats {
+    long loads_host, loads_disk;
+    int host_on, host_count;
+    size_t host_bytes;
+    long host_evictions;
+} lq_adapters_stats;
+void lq_adapters_stats_get(const lq_adapters *a, lq_adapters_stats *out);
+/* The host tier's adapters, comma-separated, most recent first ("" without one). */
+void lq_adapters_host_list(const lq_adapters *a, char *out, size_t size);
 
 #endif

@@ -83,13 +83,17 @@ static lq_lora *lora_new(const lq_model *base, const char *name) {
 
 void lq_lora_free(lq_lora *a) {
     if (!a) return;
-    if (a->weights) a->backend->free(a->backend, a->weights);
+    if (a->weights && a->backend) a->backend->free(a->backend, a->weights);
+    else free(a->weights); /* a parsed image's host memory */
     free(a->mods);
     free(a->name);
     free(a);
 }
 
-/* Places every adapted module's A and B (rank, dtype set) in one backend allocation, in
+void lq_lora_host_free(lq_lora_host *h) { lq_lora_free(h ? &h->lora : NULL); }
+
+/* Places every adapted module's A and B (rank, dtype set) in one allocation (backend memory;
+ * host memory for a parsed image, a->backend NULL, which lq_lora_upload copies as is), in
  * layer and projection order: a decode row then reads its adapter from one region (large
  * enough for the CPU backend to back with huge pages), and the adapter is one buffer to
  * free. Sets a->bytes to what is held. */
@@ -111,7 +115,9 @@ static int alloc_weights(lq_lora *a, const lq_model_config *cfg) {
         }
         if (!pass) {
             total = off;
-            a->weights = a->backend->alloc(a->backend, total ? total : ALIGN);
+            /* off is a multiple of ALIGN, as aligned_alloc wants */
+            a->weights = a->backend ? a->backend->alloc(a->backend, total ? total : ALIGN)
+                                    : aligned_alloc(ALIGN, total ? total : ALIGN);
             if (!a->weights) return -1;
         }
     }
@@ -119,22 +125,19 @@ static int alloc_weights(lq_lora *a, const lq_model_config *cfg) {
     return 0;
 }
 
-/* Copies a rows × cols matrix from the file into backend memory at dst as dtype dt,
+/* Converts a rows × cols matrix from the file into host memory at dst as dtype dt,
  * transposed to cols × rows when `transpose` (for B). */
-static int upload_weight(lq_lora *a, void *dst, const st_tensor *t, lq_dtype dt, int transpose) {
+static int convert_weight(void *dst, const st_tensor *t, lq_dtype dt, int transpose) {
     size_t es = lq_dtype_size(dt), rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
-    unsigned char *conv = malloc(t->numel * es), *host = transpose ? malloc(t->numel * es) : conv;
-    if (!conv || !host) {
-        if (host != conv) free(host);
-        free(conv);
-        return -1;
+    if (!transpose) {
+        lq_convert(dst, dt, t->data, t->dtype, t->numel);
+        return 0;
     }
+    unsigned char *conv = malloc(t->numel * es), *out = dst;
+    if (!conv) return -1;
     lq_convert(conv, dt, t->data, t->dtype, t->numel);
-    if (transpose)
-        for (size_t r = 0; r < rows; r++)
-            for (size_t c = 0; c < cols; c++) memcpy(host + (c * rows + r) * es, conv + (r * cols + c) * es, es);
-    a->backend->upload(a->backend, dst, host, t->numel * es);
-    if (host != conv) free(host);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) memcpy(out + (c * rows + r) * es, conv + (r * cols + c) * es, es);
     free(conv);
     return 0;
 }
@@ -292,7 +295,7 @@ static int bind_tensors(lq_lora *a, const lq_model *base, const lora_config *c, 
     }
     for (int i = 0; i < n * LQ_PROJ_COUNT; i++) {
         lq_lora_module *m = &a->mods[i];
-        if (m->rank && (upload_weight(a, m->A, As[i], m->dtype, 0) || upload_weight(a, m->B, Bs[i], m->dtype, 1))) {
+        if (m->rank && (convert_weight(m->A, As[i], m->dtype, 0) || convert_weight(m->B, Bs[i], m->dtype, 1))) {
             lq_fail(err, "out of memory");
             goto out;
         }
@@ -304,7 +307,7 @@ out:
     return rc;
 }
 
-lq_lora *lq_lora_load(const char *dir, const char *name, const lq_model *base, lq_error *err) {
+lq_lora_host *lq_lora_parse(const char *dir, const char *name, const lq_model *base, lq_error *err) {
     lora_config c = {0};
     st_set st = {0};
     int have_st = 0;
@@ -313,6 +316,7 @@ lq_lora *lq_lora_load(const char *dir, const char *name, const lq_model *base, l
         lq_fail(err, "out of memory");
         goto fail;
     }
+    a->backend = NULL; /* the weights go to host memory (alloc_weights) */
     if (parse_config(&c, dir, err) != 0) goto fail;
     char path[4096];
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
@@ -330,13 +334,50 @@ lq_lora *lq_lora_load(const char *dir, const char *name, const lq_model *base, l
     if (bind_tensors(a, base, &c, &st, err) != 0) goto fail;
     st_close(&st);
     json_decref(c.root);
-    return a;
+    return (lq_lora_host *)a; /* lq_lora_host's only member is this lq_lora */
 fail:
     lq_error_prefix(err, "adapter %s", dir);
     if (have_st) st_close(&st);
     json_decref(c.root);
     lq_lora_free(a);
     return NULL;
+}
+
+lq_lora *lq_lora_upload(const lq_lora_host *h, lq_backend *b, lq_error *err) {
+    const lq_lora *src = &h->lora;
+    lq_lora *a = calloc(1, sizeof *a);
+    size_t n_mods = (size_t)src->n_layers * LQ_PROJ_COUNT;
+    if (!a || !(a->name = strdup(src->name)) || !(a->mods = malloc(n_mods * sizeof *a->mods))) {
+        lq_lora_free(a);
+        lq_fail(err, "out of memory");
+        return NULL;
+    }
+    a->n_layers = src->n_layers;
+    a->max_rank = src->max_rank;
+    a->backend = b;
+    a->bytes = src->bytes;
+    if (!(a->weights = b->alloc(b, a->bytes ? a->bytes : 64))) {
+        lq_lora_free(a);
+        lq_fail(err, "adapter %s: out of backend memory for its %zu bytes of weights", src->name, src->bytes);
+        return NULL;
+    }
+    b->upload(b, a->weights, src->weights, a->bytes);
+    /* Same layout on both sides: each module keeps its offset in the one buffer. */
+    for (size_t i = 0; i < n_mods; i++) {
+        a->mods[i] = src->mods[i];
+        if (!a->mods[i].rank) continue;
+        a->mods[i].A = (char *)a->weights + ((const char *)src->mods[i].A - (const char *)src->weights);
+        a->mods[i].B = (char *)a->weights + ((const char *)src->mods[i].B - (const char *)src->weights);
+    }
+    return a;
+}
+
+lq_lora *lq_lora_load(const char *dir, const char *name, const lq_model *base, lq_error *err) {
+    lq_lora_host *h = lq_lora_parse(dir, name, base, err);
+    if (!h) return NULL;
+    lq_lora *a = lq_lora_upload(h, base->backend, err);
+    lq_lora_host_free(h);
+    return a;
 }
 
 lq_lora *lq_lora_random(const lq_model *base, const char *name, int rank, unsigned proj_mask, unsigned long seed,

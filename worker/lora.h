@@ -14,6 +14,15 @@
  * reading them, so half the bytes is nearly half the time); f32 and f16 files
  * are held in f32, which represents them exactly. `bytes` is what is held.
  *
+ * Loading is two steps, which the worker runs apart: parsing the files into
+ * host memory (lq_lora_parse: the checks, the dtype conversion, B's
+ * transpose, in exactly the layout the backend copy will have) and copying
+ * that image to the backend (lq_lora_upload: one allocation, one copy). The
+ * worker keeps parsed images in its host-memory tier (worker/host_tier.h), so
+ * an adapter evicted from device memory comes back with an upload only, and
+ * parses on its loader thread while only the upload touches the backend.
+ * lq_lora_load does both and keeps nothing.
+ *
  * Loading checks the adapter against the base model — module names, shapes,
  * layer indices — and refuses what lorq cannot apply faithfully (DoRA,
  * modules_to_save, embedding/lm_head adapters, pickled .bin weights) with a
@@ -57,9 +66,22 @@ typedef struct lq_lora {
     int max_rank;
     void *weights; /* backend memory: every module's A and B */
     size_t bytes;  /* backend memory held */
-    lq_backend *backend;
+    lq_backend *backend; /* NULL in an lq_lora_host: weights is host memory */
 } lq_lora;
 
+/* An adapter parsed into host memory, ready to upload. A type of its own so
+ * that it cannot be handed to the model by mistake. */
+typedef struct lq_lora_host {
+    lq_lora lora; /* backend NULL; weights malloc'd, A/B point into it; bytes as the upload will hold */
+} lq_lora_host;
+
+/* Reads and checks the folder into host memory (no backend call: safe on any thread). */
+lq_lora_host *lq_lora_parse(const char *dir, const char *name, const lq_model *base, lq_error *err);
+/* A backend copy of a parsed adapter, named as it is; h is left as it was. */
+lq_lora *lq_lora_upload(const lq_lora_host *h, lq_backend *b, lq_error *err);
+void lq_lora_host_free(lq_lora_host *h);
+
+/* lq_lora_parse, then lq_lora_upload to the base model's backend. */
 lq_lora *lq_lora_load(const char *dir, const char *name, const lq_model *base, lq_error *err);
 
 /* A random adapter (dummy weights, as vLLM's --load-format dummy): rank r on the

@@ -82,6 +82,8 @@ enum {
     O_ADAPTER_MAX_SIZE,
     O_ADAPTER_FAILURE_TTL,
     O_ADAPTER_DISK_BUDGET,
+    O_ADAPTER_HOST_BUDGET,
+    O_ADAPTER_HOST_COUNT,
     O_COUNT
 };
 
@@ -103,10 +105,12 @@ static const option options[O_COUNT] = {
     [O_LOAD_FORMAT] = {"LOAD_FORMAT", "--load-format", OPT_STR, 0, 0, "auto, or dummy: random weights for MODEL_ID's config.json"},
     [O_ALLOW_ADAPTERS] = {"LORQ_ALLOW_ADAPTERS", "--allow-adapters", OPT_STR, 0, 0, "globs of adapter ids loaded on demand beyond LORA_ADAPTERS, e.g. 'acme/*' (default: none)"},
     [O_ADAPTERS_DIR] = {"LORQ_ADAPTERS_DIR", "--adapters-dir", OPT_STR, 0, 0, "folder of adapters by id (<dir>/<id>), tried before the hub"},
-    [O_MAX_HOST_ADAPTERS] = {"MAX_HOST_ADAPTERS", "--max-host-adapters", OPT_INT, 0, 1 << 20, "most adapters resident in memory (default 0: only ADAPTER_MEMORY_BUDGET bounds)"},
+    [O_MAX_HOST_ADAPTERS] = {"MAX_HOST_ADAPTERS", "--max-host-adapters", OPT_INT, 0, 1 << 20, "most adapters resident where the kernels read them, device memory on a GPU (default 0: only ADAPTER_MEMORY_BUDGET bounds)"},
     [O_ADAPTER_MAX_SIZE] = {"ADAPTER_MAX_SIZE", "--adapter-max-size", OPT_BYTES, 0, LLONG_MAX, "largest adapter_model.safetensors accepted (default 0: no limit)"},
     [O_ADAPTER_FAILURE_TTL] = {"LORQ_ADAPTER_FAILURE_TTL", "--adapter-failure-ttl", OPT_INT, 0, 86400, "seconds a failed adapter load is remembered (default 30)"},
     [O_ADAPTER_DISK_BUDGET] = {"ADAPTER_DISK_BUDGET", "--adapter-disk-budget", OPT_BYTES, 0, LLONG_MAX, "bytes of adapters this worker downloaded kept in the hub cache (default 0: no limit)"},
+    [O_ADAPTER_HOST_BUDGET] = {"ADAPTER_HOST_BUDGET", "--adapter-host-budget", OPT_BYTES, 0, LLONG_MAX, "bytes of parsed adapters kept in host memory, ready to upload (default 4GiB on a GPU, 0 on the CPU; 0: no host tier)"},
+    [O_ADAPTER_HOST_COUNT] = {"ADAPTER_HOST_COUNT", "--adapter-host-count", OPT_INT, 0, 1 << 20, "most adapters in the host tier (default 0: only ADAPTER_HOST_BUDGET bounds)"},
 };
 
 static void usage(FILE *out) {
@@ -294,6 +298,7 @@ static int parse_config(int argc, char **argv, worker_config *c) {
     c->jit.allow = v[O_ALLOW_ADAPTERS];
     c->jit.dir = v[O_ADAPTERS_DIR];
     c->jit.failure_ttl_ms = 30000;
+    c->jit.host_budget = -1; /* by backend, once it is open (new_adapters) */
     int ttl_s = -1;
 #define NUM(opt, dst)                                                                                                  \
     do {                                                                                                               \
@@ -321,6 +326,8 @@ static int parse_config(int argc, char **argv, worker_config *c) {
     NUM(O_ADAPTER_MAX_SIZE, c->jit.max_file_bytes);
     NUM(O_ADAPTER_FAILURE_TTL, ttl_s);
     NUM(O_ADAPTER_DISK_BUDGET, c->jit.disk_budget);
+    NUM(O_ADAPTER_HOST_BUDGET, c->jit.host_budget);
+    NUM(O_ADAPTER_HOST_COUNT, c->jit.host_max_count);
 #undef NUM
     if (ttl_s >= 0) c->jit.failure_ttl_ms = ttl_s * 1000;
     if (!c->model_id) {
@@ -373,10 +380,20 @@ static void engine_free(engine *e) {
     tok_free(e->tok);
 }
 
-/* The just-in-time loader; only the CPU backend's memory may be filled from its thread. */
+enum { GPU_HOST_TIER_DEFAULT = 4 }; /* GiB of parsed adapters a GPU worker keeps in host memory unless told */
+
+/* The just-in-time loader; only the CPU backend's memory may be filled from its thread.
+ * The host tier: on the CPU backend the resident adapters are host memory
+ * already, and a second copy of each would double it, so there it is only on
+ * when ADAPTER_HOST_BUDGET asks for it. */
 static lq_adapters *new_adapters(engine *e, const worker_config *c, lq_error *err) {
     lq_adapters_config jc = c->jit;
-    jc.parse_on_main = strncmp(e->backend->name, "cpu", 3) != 0;
+    int cpu = strncmp(e->backend->name, "cpu", 3) == 0;
+    jc.upload_on_main = !cpu;
+    if (jc.host_budget < 0) jc.host_budget = cpu ? 0 : (long long)GPU_HOST_TIER_DEFAULT << 30;
+    if (jc.host_budget > 0)
+        lq_log("adapter host tier: %lld bytes, %d adapters at most (0: no count limit)", jc.host_budget,
+               jc.host_max_count);
     return lq_adapters_new(e->sched, e->model, &jc, err);
 }
 

@@ -144,6 +144,8 @@ typedef struct keeper {
     double rate;
     uint64_t total;
     char adapters[4096];
+    char host_adapters[4096]; /* the host tier's, when there is one */
+    long loads_host, loads_disk; /* adapter loads served from the host tier / from the disk */
     int64_t turn_ms; /* monotonic time of the main loop's last turn */
 } keeper;
 
@@ -1158,7 +1160,12 @@ static void keeper_snapshot_held(lq_queue *q) {
 static void keeper_update(lq_queue *q) {
     keeper *k = &q->k;
     const char *adapters = lq_scheduler_resident_list(q->s);
+    lq_adapters_stats st;
+    lq_adapters_stats_get(q->c.adapters, &st);
     pthread_mutex_lock(&k->mu);
+    lq_adapters_host_list(q->c.adapters, k->host_adapters, sizeof k->host_adapters);
+    k->loads_host = st.loads_host;
+    k->loads_disk = st.loads_disk;
     k->turn_ms = mono_ms();
     k->running = lq_scheduler_running(q->s);
     k->draining = q->draining;
@@ -1174,11 +1181,13 @@ typedef struct heartbeat_view {
     double rate;
     uint64_t total;
     char adapters[sizeof ((keeper *)0)->adapters];
+    char host_adapters[sizeof ((keeper *)0)->host_adapters];
+    long loads_host, loads_disk;
 } heartbeat_view;
 
 static void send_heartbeat(lq_queue *q, lq_redis *r, const heartbeat_view *v) {
     char key[LQ_KEY_MAX], workers[LQ_KEY_MAX], seen[24], started[24], pid[16], running[16], capacity[16], rate[32],
-        total[24];
+        total[24], loads_host[24], loads_disk[24];
     snprintf(seen, sizeof seen, "%lld", (long long)lq_time_ms());
     snprintf(started, sizeof started, "%lld", (long long)q->started_ms);
     snprintf(pid, sizeof pid, "%d", (int)getpid());
@@ -1186,9 +1195,12 @@ static void send_heartbeat(lq_queue *q, lq_redis *r, const heartbeat_view *v) {
     snprintf(capacity, sizeof capacity, "%d", q->c.capacity);
     snprintf(rate, sizeof rate, "%.1f", v->rate);
     snprintf(total, sizeof total, "%llu", (unsigned long long)v->total);
+    snprintf(loads_host, sizeof loads_host, "%ld", v->loads_host);
+    snprintf(loads_disk, sizeof loads_disk, "%ld", v->loads_disk);
     const char *argv[] = {"HSET", lq_key_worker(r, q->c.worker_id, key), "id", q->c.worker_id, "host", q->host,
                           "pid", pid, "device", q->c.device ? q->c.device : "cpu", "model", q->c.model ? q->c.model : "",
-                          "adapters", v->adapters, "running", running, "capacity", capacity, "tokens_per_s", rate,
+                          "adapters", v->adapters, "host_adapters", v->host_adapters, "adapter_loads_host", loads_host,
+                          "adapter_loads_disk", loads_disk, "running", running, "capacity", capacity, "tokens_per_s", rate,
                           "tokens_total", total, "started_ms", started, "seen_ms", seen, "state",
                           v->draining ? "draining" : "serving"};
     lq_error err;
@@ -1246,8 +1258,9 @@ static void keeper_tick(lq_queue *q, int64_t *next_beat, int64_t *next_keep, int
     int down = !lq_redis_up(k->r); /* only this thread touches k->r */
     int beat = now >= *next_beat, keep = (now >= *next_keep || down) && k->n_held > 0;
     if (!beat && !keep) return;
-    heartbeat_view v = {k->running, k->draining, k->rate, k->total, ""};
+    heartbeat_view v = {k->running, k->draining, k->rate, k->total, "", "", k->loads_host, k->loads_disk};
     memcpy(v.adapters, k->adapters, sizeof v.adapters);
+    memcpy(v.host_adapters, k->host_adapters, sizeof v.host_adapters);
     int n = keep ? k->n_held : 0;
     held_entry *held = n ? malloc(sizeof *held * (size_t)n) : NULL;
     if (held) memcpy(held, k->held, sizeof *held * (size_t)n);

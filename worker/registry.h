@@ -10,7 +10,12 @@
  * Two budgets bound what is resident: bytes (ADAPTER_MEMORY_BUDGET) and a
  * count (MAX_HOST_ADAPTERS). An adapter loaded elsewhere (the worker's loader
  * thread, worker/adapters.c) comes in with lq_registry_insert, which evicts
- * the same way but never loads. */
+ * the same way but never loads.
+ *
+ * This is the device tier: the adapters the kernels read, in backend memory
+ * (device memory on a GPU). Evicting one frees only that; the worker's
+ * host-memory tier (worker/host_tier.h) keeps its parsed copy under budgets
+ * of its own, for the next upload. */
 #ifndef LORQ_REGISTRY_H
 #define LORQ_REGISTRY_H
 
