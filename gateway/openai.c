@@ -22,7 +22,6 @@
 #include "server.h"
 #include "session.h"
 #include "tgi.h"
-#include "utf8.h"
 
 typedef struct openai_state {
     long long created;
@@ -30,17 +29,6 @@ typedef struct openai_state {
 
 /* A logprob, or null when it is not a finite number (JSON has no -inf). */
 static json_t *lp_json(float lp) { return isfinite(lp) ? json_real(lp) : json_null(); }
-
-static json_t *str_json(const char *s, size_t n) {
-    if (!s) return json_string("");
-    json_t *v = json_stringn(s, n);
-    if (v) return v;
-    size_t len;
-    char *fixed = lq_utf8_repair_dup(s, n, &len);
-    v = fixed ? json_stringn(fixed, len) : json_string("");
-    free(fixed);
-    return v;
-}
 
 static const char *finish_reason(const lq_event *end) {
     const char *f = end->finish_reason ? end->finish_reason : "length";
@@ -78,9 +66,9 @@ static json_t *chat_logprob(const lq_event *t) {
     json_t *top = json_array();
     for (int i = 0; top && i < t->n_top; i++)
         json_array_append_new(top, json_pack("{s:o, s:o, s:o}", "token",
-                                             str_json(t->top[i].text, t->top[i].text ? strlen(t->top[i].text) : 0),
+                                             lq_json_string_utf8(t->top[i].text, t->top[i].text ? strlen(t->top[i].text) : 0),
                                              "logprob", lp_json(t->top[i].logprob), "bytes", bytes_json(t->top[i].text)));
-    return json_pack("{s:o, s:o, s:o, s:o}", "token", str_json(t->text, t->text_len), "logprob", lp_json(t->logprob),
+    return json_pack("{s:o, s:o, s:o, s:o}", "token", lq_json_string_utf8(t->text, t->text_len), "logprob", lp_json(t->logprob),
                      "bytes", bytes_json(t->text), "top_logprobs", top);
 }
 
@@ -98,7 +86,7 @@ static json_t *completion_logprobs(const lq_event *tokens, int n, size_t offset0
     for (int i = 0; i < n; i++) {
         const lq_event *t = &tokens[i];
         if (t->special) continue;
-        json_array_append_new(toks, str_json(t->text, t->text_len));
+        json_array_append_new(toks, lq_json_string_utf8(t->text, t->text_len));
         json_array_append_new(lps, lp_json(t->logprob));
         json_t *alt = json_object();
         for (int k = 0; alt && k < t->n_top; k++)
@@ -114,13 +102,13 @@ static json_t *completion_logprobs(const lq_event *tokens, int n, size_t offset0
 /* ---- non-streaming ---- */
 
 static json_t *completion_text(const lq_session *s, const lq_event *end) {
-    if (!s->rq.echo) return str_json(end->text, end->text_len);
+    if (!s->rq.echo) return lq_json_string_utf8(end->text, end->text_len);
     size_t n = s->rq.inputs_len + end->text_len;
     char *all = malloc(n + 1);
     if (!all) return NULL;
     memcpy(all, s->rq.inputs, s->rq.inputs_len);
     if (end->text_len) memcpy(all + s->rq.inputs_len, end->text, end->text_len);
-    json_t *v = str_json(all, n);
+    json_t *v = lq_json_string_utf8(all, n);
     free(all);
     return v;
 }
@@ -133,7 +121,7 @@ static json_t *full_reply(lq_session *s, const lq_event *end) {
     json_t *choice;
     if (is_chat(s))
         choice = json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", 0, "message", "role", "assistant", "content",
-                           str_json(end->text, end->text_len), "logprobs", logprobs, "finish_reason", finish_reason(end));
+                           lq_json_string_utf8(end->text, end->text_len), "logprobs", logprobs, "finish_reason", finish_reason(end));
     else
         choice = json_pack("{s:i, s:o, s:o, s:s}", "index", 0, "text", completion_text(s, end), "logprobs", logprobs,
                            "finish_reason", finish_reason(end));
@@ -177,10 +165,10 @@ static json_t *delta_choice(lq_session *s, const char *text, size_t len, const l
         logprobs = is_chat(s) ? json_pack("{s:[o]}", "content", chat_logprob(t)) : completion_logprobs(t, 1, 0);
     json_t *fin = finish ? json_string(finish) : json_null();
     if (is_chat(s)) {
-        json_t *delta = text ? json_pack("{s:s, s:o}", "role", "assistant", "content", str_json(text, len)) : json_object();
+        json_t *delta = text ? json_pack("{s:s, s:o}", "role", "assistant", "content", lq_json_string_utf8(text, len)) : json_object();
         return json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "delta", delta, "logprobs", logprobs, "finish_reason", fin);
     }
-    return json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", str_json(text ? text : "", text ? len : 0), "logprobs",
+    return json_pack("{s:i, s:o, s:o, s:o}", "index", 0, "text", lq_json_string_utf8(text ? text : "", text ? len : 0), "logprobs",
                      logprobs, "finish_reason", fin);
 }
 

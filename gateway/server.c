@@ -26,6 +26,7 @@
 #include "admin.h"
 #include "log.h"
 #include "routes.h"
+#include "utf8.h"
 
 #define LISTEN_BACKLOG 4096
 #define HEADERS_MAX (64 * 1024)
@@ -75,6 +76,17 @@ static const char *reason(int status) {
 }
 
 char *lq_json_text(const json_t *v) { return json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(9)); }
+
+json_t *lq_json_string_utf8(const char *s, size_t n) {
+    if (!s) return json_string("");
+    json_t *v = json_stringn(s, n);
+    if (v) return v;
+    size_t len;
+    char *fixed = lq_utf8_repair_dup(s, n, &len);
+    v = fixed ? json_stringn(fixed, len) : json_string("");
+    free(fixed);
+    return v;
+}
 
 void lq_http_send_json(struct evhttp_request *req, int status, json_t *body) {
     struct evbuffer *buf = evbuffer_new();

@@ -39,4 +39,8 @@ void lq_sse_end(struct evhttp_request *req);
 /* JSON text of v, compact, or NULL when out of memory. */
 char *lq_json_text(const json_t *v);
 
+/* A JSON string of n bytes that should be UTF-8 (invalid sequences repaired, as the
+ * tokenizer's pieces may split a character); NULL s gives "". */
+json_t *lq_json_string_utf8(const char *s, size_t n);
+
 #endif

@@ -13,29 +13,16 @@
 #include "routes.h"
 #include "server.h"
 #include "session.h"
-#include "utf8.h"
 
 #define HOLD_MS 25
 
 /* ---- JSON pieces ---- */
 
-/* A JSON string from bytes that should be UTF-8 (repaired if they are not). */
-static json_t *text_json(const char *s, size_t n) {
-    if (!s) return json_string("");
-    json_t *v = json_stringn(s, n);
-    if (v) return v;
-    size_t len;
-    char *fixed = lq_utf8_repair_dup(s, n, &len);
-    v = fixed ? json_stringn(fixed, len) : json_string("");
-    free(fixed);
-    return v;
-}
-
 static json_t *logprob_json(int has, float lp) { return has && isfinite(lp) ? json_real(lp) : json_null(); }
 
 json_t *lq_tgi_token_json(const lq_tokenizer *tok, const lq_event *t) {
     (void)tok;
-    return json_pack("{s:i, s:o, s:o, s:b}", "id", (int)t->token, "text", text_json(t->text, t->text_len), "logprob",
+    return json_pack("{s:i, s:o, s:o, s:b}", "id", (int)t->token, "text", lq_json_string_utf8(t->text, t->text_len), "logprob",
                      logprob_json(1, t->logprob), "special", t->special);
 }
 
@@ -44,7 +31,7 @@ static json_t *top_tokens_json(const lq_tokenizer *tok, const lq_event *t) {
     for (int i = 0; a && i < t->n_top; i++) {
         const lq_top_token *x = &t->top[i];
         json_array_append_new(a, json_pack("{s:i, s:o, s:o, s:b}", "id", (int)x->id, "text",
-                                           text_json(x->text, x->text ? strlen(x->text) : 0), "logprob",
+                                           lq_json_string_utf8(x->text, x->text ? strlen(x->text) : 0), "logprob",
                                            logprob_json(1, x->logprob), "special", tok && tok_is_special(tok, x->id)));
     }
     return a;
@@ -55,7 +42,7 @@ static json_t *prefill_json(const lq_event *end) {
     for (int i = 0; a && i < end->n_prefill; i++) {
         const lq_prefill_token *p = &end->prefill[i];
         json_array_append_new(a, json_pack("{s:i, s:o, s:o}", "id", (int)p->id, "text",
-                                           text_json(p->text, p->text ? strlen(p->text) : 0), "logprob",
+                                           lq_json_string_utf8(p->text, p->text ? strlen(p->text) : 0), "logprob",
                                            logprob_json(p->has_logprob, p->logprob)));
     }
     return a;
@@ -67,12 +54,12 @@ static json_t *seed_json(const lq_event *end) {
 
 static json_t *generated_text(const lq_tgi_opts *o, const lq_event *end) {
     size_t n = end->text ? end->text_len : 0;
-    if (!o->return_full_text || !o->inputs) return text_json(end->text, n);
+    if (!o->return_full_text || !o->inputs) return lq_json_string_utf8(end->text, n);
     char *all = malloc(o->inputs_len + n + 1);
     if (!all) return NULL;
     memcpy(all, o->inputs, o->inputs_len);
     if (n) memcpy(all + o->inputs_len, end->text, n);
-    json_t *v = text_json(all, o->inputs_len + n);
+    json_t *v = lq_json_string_utf8(all, o->inputs_len + n);
     free(all);
     return v;
 }
