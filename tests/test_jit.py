@@ -317,6 +317,32 @@ def test_models_info_and_admin_preload_unload(stack):
     assert generate(url, "jit/a40")[0] == 200
 
 
+def generate_while_watching(url, order, pool_size, watch):
+    """One request per adapter id of order, from a pool of pool_size threads (one of them calls watch()
+    every 0.1 s until the requests are done). Every request must succeed and every adapter give the same
+    tokens each time (reloads included); returns {adapter: {token ids}}."""
+    stop = [False]
+
+    def watcher():
+        while not stop[0]:
+            watch()
+            time.sleep(0.1)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=pool_size) as ex:
+        watching = ex.submit(watcher)
+        try:
+            results = list(ex.map(lambda a: (a, generate(url, a)), order))
+        finally:
+            stop[0] = True  # also when a request raised, or the pool would wait on the watcher forever
+        watching.result()
+    by_adapter = {}
+    for name, (status, body) in results:
+        assert status == 200, (name, body)
+        by_adapter.setdefault(name, set()).add(tuple(token_ids(body)))
+    assert all(len(v) == 1 for v in by_adapter.values()), by_adapter  # reloads give the same tokens
+    return by_adapter
+
+
 def test_host_budget_of_five_adapters_over_twenty(tmp_path, adapters, gateway_bin, worker_bin, model_dir, lorq_bin):
     """Memory: at most 5 adapters resident; disk: about 6 adapters' downloads (3 MB) kept in the hub cache."""
     hub, folders = adapters
@@ -327,23 +353,11 @@ def test_host_budget_of_five_adapters_over_twenty(tmp_path, adapters, gateway_bi
         order = names + names[::-1] + names[::3]
         fetched_before = {n: hub.count(f"/api/models/{n}/revision/") for n in names}
         seen_max = [0]
-        stop = [False]
 
         def watch():
-            while not stop[0]:
-                seen_max[0] = max(seen_max[0], len(resident(s)))
-                time.sleep(0.1)
+            seen_max[0] = max(seen_max[0], len(resident(s)))
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=24) as ex:
-            watcher = ex.submit(watch)
-            results = list(ex.map(lambda a: (a, generate(s.url, a)), order))
-            stop[0] = True
-            watcher.result()
-        by_adapter = {}
-        for name, (status, body) in results:
-            assert status == 200, (name, body)
-            by_adapter.setdefault(name, set()).add(tuple(token_ids(body)))
-        assert all(len(v) == 1 for v in by_adapter.values()), by_adapter  # reloads give the same tokens
+        by_adapter = generate_while_watching(s.url, order, 24, watch)
         sample = ["jit/a03", "jit/a19"]
         for name in sample:
             assert list(by_adapter[name].pop()) == reference_ids(lorq_bin, model_dir, folders[name]), name
@@ -397,25 +411,13 @@ def test_host_tier_serves_reloads_without_the_disk(tmp_path, adapters, gateway_b
         order = hot * 3 + cold + hot  # the last round: some of the hot six were pushed out of the host tier
         fetched_before = {n: hub.count(f"/api/models/{n}/revision/") for n in names}
         seen = {"device": 0, "host": 0}
-        stop = [False]
 
         def watch():
-            while not stop[0]:
-                hb = heartbeat(s)
-                seen["device"] = max(seen["device"], len([x for x in hb.get("adapters", "").split(",") if x]))
-                seen["host"] = max(seen["host"], len([x for x in hb.get("host_adapters", "").split(",") if x]))
-                time.sleep(0.1)
+            hb = heartbeat(s)
+            seen["device"] = max(seen["device"], len([x for x in hb.get("adapters", "").split(",") if x]))
+            seen["host"] = max(seen["host"], len([x for x in hb.get("host_adapters", "").split(",") if x]))
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=5) as ex:
-            watcher = ex.submit(watch)
-            results = list(ex.map(lambda a: (a, generate(s.url, a)), order))
-            stop[0] = True
-            watcher.result()
-        by_adapter = {}
-        for name, (status, body) in results:
-            assert status == 200, (name, body)
-            by_adapter.setdefault(name, set()).add(tuple(token_ids(body)))
-        assert all(len(v) == 1 for v in by_adapter.values()), by_adapter  # reloads give the same tokens
+        by_adapter = generate_while_watching(s.url, order, 5, watch)
         # Each equal to the same request run alone, and a sample to `lorq generate --adapter DIR`.
         for name in names:
             status, body = generate(s.url, name)

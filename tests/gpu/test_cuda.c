@@ -25,23 +25,13 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "engine_driver.h"
+#include "random_inputs.h"
 #pragma GCC diagnostic pop
 
 #define GOLDEN "tests/reference/golden/base_smollm2.json"
 
 static lq_backend *CPU, *GPU;
 
-static uint64_t rng_state = 7;
-static float frand(void) {
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng_state >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
-}
-
-static float *rand_vec(size_t n) {
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = frand();
-    return v;
-}
 
 /* A GPU copy of host bytes. */
 static void *to_gpu(const void *src, size_t bytes) {
@@ -557,6 +547,7 @@ static void test_dummy_bf16_model(void **state) {
 }
 
 int main(void) {
+    random_inputs_seed(7);
     char why[256] = "";
     if (lq_cuda_device_count(why, sizeof why) <= 0) {
         printf("test-gpu: SKIPPED: no GPU visible (%s)\n", why);

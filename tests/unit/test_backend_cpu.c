@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "backend.h"
+#include "random_inputs.h"
 
 static lq_backend *B;
 
@@ -28,17 +29,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-static uint64_t rng_state = 42;
-static float frand(void) {
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng_state >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
-}
-
-static float *rand_vec(size_t n) {
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = frand();
-    return v;
-}
 
 static void assert_close(const float *got, const double *want, size_t n, double tol, const char *what) {
     for (size_t i = 0; i < n; i++)
@@ -290,6 +280,7 @@ static void test_gather_rows(void **state) {
 }
 
 int main(void) {
+    random_inputs_seed(42);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_rmsnorm_embed_add_silu),
