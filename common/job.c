@@ -329,9 +329,18 @@ static int read_token_ids(const msgpack_object *o, const char *field, int32_t **
     return 0;
 }
 
+static void free_stop(lq_job_params *p) {
+    for (int i = 0; i < p->n_stop; i++) {
+        free(p->stop[i]);
+        p->stop[i] = NULL;
+    }
+    p->n_stop = 0;
+}
+
 static int read_stop(const msgpack_object *o, lq_job_params *p, lq_error *err) {
     if (o->type != MSGPACK_OBJECT_ARRAY) return lq_fail(err, "field 'params.stop' must be an array of strings");
     if (o->via.array.size > LQ_JOB_MAX_STOP) return lq_fail(err, "field 'params.stop' has more than 16 sequences");
+    free_stop(p); /* a repeated key replaces, as it does for every other field */
     for (uint32_t i = 0; i < o->via.array.size; i++) {
         if (read_str(&o->via.array.ptr[i], "params.stop", &p->stop[p->n_stop], NULL, err)) return -1;
         p->n_stop++;
@@ -532,7 +541,7 @@ void lq_job_clear(lq_job *j) {
     free(j->tenant);
     free(j->adapter);
     free(j->prompt);
-    for (int i = 0; i < j->params.n_stop; i++) free(j->params.stop[i]);
+    free_stop(&j->params);
     memset(j, 0, sizeof *j);
 }
 
@@ -552,9 +561,24 @@ static int read_triple(const msgpack_object *o, const char *field, int32_t *id, 
     return read_str(&a[2], field, text, &text_len, err);
 }
 
+static void free_top(lq_event *e) {
+    for (int i = 0; i < e->n_top; i++) free(e->top[i].text);
+    free(e->top);
+    e->top = NULL;
+    e->n_top = 0;
+}
+
+static void free_prefill(lq_event *e) {
+    for (int i = 0; i < e->n_prefill; i++) free(e->prefill[i].text);
+    free(e->prefill);
+    e->prefill = NULL;
+    e->n_prefill = 0;
+}
+
 static int read_top(const msgpack_object *o, lq_event *e, lq_error *err) {
     if (o->type != MSGPACK_OBJECT_ARRAY) return lq_fail(err, "field 'top' must be an array");
     if (o->via.array.size > LQ_JOB_MAX_TOP_N) return lq_fail(err, "field 'top' has more than 32 entries");
+    free_top(e); /* a repeated key replaces the earlier one */
     e->top = calloc(o->via.array.size ? o->via.array.size : 1, sizeof *e->top);
     if (!e->top) return lq_fail(err, "out of memory");
     for (uint32_t i = 0; i < o->via.array.size; i++) {
@@ -568,6 +592,7 @@ static int read_top(const msgpack_object *o, lq_event *e, lq_error *err) {
 
 static int read_prefill(const msgpack_object *o, lq_event *e, lq_error *err) {
     if (o->type != MSGPACK_OBJECT_ARRAY) return lq_fail(err, "field 'prefill' must be an array");
+    free_prefill(e); /* a repeated key replaces the earlier one */
     e->prefill = calloc(o->via.array.size ? o->via.array.size : 1, sizeof *e->prefill);
     if (!e->prefill) return lq_fail(err, "out of memory");
     for (uint32_t i = 0; i < o->via.array.size; i++) {
@@ -639,10 +664,8 @@ void lq_event_clear(lq_event *e) {
     free(e->error);
     free(e->error_type);
     free(e->worker);
-    for (int i = 0; i < e->n_top; i++) free(e->top[i].text);
-    free(e->top);
-    for (int i = 0; i < e->n_prefill; i++) free(e->prefill[i].text);
-    free(e->prefill);
+    free_top(e);
+    free_prefill(e);
     memset(e, 0, sizeof *e);
     e->queue_ms = e->run_ms = -1;
 }

@@ -603,6 +603,80 @@ static void test_event_errors(void **state) {
     mp_free(&m);
 }
 
+/* A map may repeat a key (msgpack allows it); the last value wins, as it does
+ * in Python's msgpack, and the earlier one's memory is released, not counted
+ * on top of the new one (the fuzzer found both). */
+static void pack_stops(mp *m, const char *s, int n) {
+    mp_str(m, "stop");
+    msgpack_pack_array(&m->pk, (size_t)n);
+    for (int i = 0; i < n; i++) mp_str(m, s);
+}
+
+static void pack_triples(mp *m, const char *key, int n) {
+    mp_str(m, key);
+    msgpack_pack_array(&m->pk, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        msgpack_pack_array(&m->pk, 3);
+        msgpack_pack_int(&m->pk, i);
+        msgpack_pack_nil(&m->pk);
+        mp_str(m, "t");
+    }
+}
+
+static void test_repeated_keys(void **state) {
+    (void)state;
+    mp m;
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 6);
+    mp_str(&m, "v"), msgpack_pack_fix_uint8(&m.pk, 1);
+    mp_str(&m, "id"), mp_str(&m, "first");
+    mp_str(&m, "id"), mp_str(&m, "job-2");
+    mp_str(&m, "prompt"), msgpack_pack_array(&m.pk, 1), msgpack_pack_fix_uint8(&m.pk, 7);
+    mp_str(&m, "max_new_tokens"), msgpack_pack_fix_uint8(&m.pk, 3);
+    mp_str(&m, "params"), msgpack_pack_map(&m.pk, 2);
+    pack_stops(&m, "a", LQ_JOB_MAX_STOP);
+    pack_stops(&m, "b", 2);
+    lq_job j;
+    lq_error err;
+    /* without an adapter the job is refused, and the error path frees the replaced stops too (ASan) */
+    assert_int_equal(lq_job_decode(m.buf.data, m.buf.size, &j, &err), -1);
+    assert_non_null(strstr(err.msg, "adapter"));
+    mp_free(&m);
+
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 7);
+    mp_str(&m, "v"), msgpack_pack_fix_uint8(&m.pk, 1);
+    mp_str(&m, "id"), mp_str(&m, "first");
+    mp_str(&m, "id"), mp_str(&m, "job-2");
+    mp_str(&m, "adapter"), mp_str(&m, "");
+    mp_str(&m, "prompt"), msgpack_pack_array(&m.pk, 1), msgpack_pack_fix_uint8(&m.pk, 7);
+    mp_str(&m, "max_new_tokens"), msgpack_pack_fix_uint8(&m.pk, 3);
+    mp_str(&m, "params"), msgpack_pack_map(&m.pk, 2);
+    pack_stops(&m, "a", LQ_JOB_MAX_STOP);
+    pack_stops(&m, "b", 2);
+    assert_int_equal(lq_job_decode(m.buf.data, m.buf.size, &j, &err), 0);
+    assert_string_equal(j.id, "job-2");
+    assert_int_equal(j.params.n_stop, 2);
+    assert_string_equal(j.params.stop[1], "b");
+    lq_job_clear(&j);
+    mp_free(&m);
+
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 6);
+    mp_str(&m, "type"), mp_str(&m, "token");
+    mp_str(&m, "job"), mp_str(&m, "x");
+    pack_triples(&m, "top", 3);
+    pack_triples(&m, "top", 1);
+    pack_triples(&m, "prefill", 4);
+    pack_triples(&m, "prefill", 0);
+    lq_event e;
+    assert_int_equal(lq_event_decode(m.buf.data, m.buf.size, &e, &err), 0);
+    assert_int_equal(e.n_top, 1);
+    assert_int_equal(e.n_prefill, 0);
+    lq_event_clear(&e);
+    mp_free(&m);
+}
+
 /* ---- names and URLs ---- */
 
 static void test_redis_url(void **state) {
@@ -700,6 +774,7 @@ int main(void) {
         cmocka_unit_test(test_end_event_round_trip),
         cmocka_unit_test(test_event_as_lua_writes_it),
         cmocka_unit_test(test_event_errors),
+        cmocka_unit_test(test_repeated_keys),
         cmocka_unit_test(test_redis_url),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_backoff),
