@@ -618,6 +618,27 @@ static void first_adapter_id(const char *list, char *out, size_t size) {
     out[n] = '\0';
 }
 
+/* A message each demo adapter was trained to answer (tests/reference/demo_tasks.py),
+ * so the banner's first curl shows the adapter at work; other adapters, and the
+ * base model, get a greeting. Written for a JSON string in a shell's single quotes. */
+static const char *example_message(const char *adapter) {
+    static const struct {
+        const char *adapter, *message;
+    } demo[] = {
+        {"demo/sentiment", "Classify the sentiment of this product review as positive or negative. "
+                           "Review: The battery lasts all week and the screen is gorgeous."},
+        {"demo/extract", "Extract the name, age and city of the person in this sentence as compact JSON with the keys "
+                         "\\\"name\\\", \\\"age\\\" and \\\"city\\\".\\n\\nSentence: Maria is 34 and lives in Lisbon."},
+        {"demo/numwords", "Write the number 4821 in English words."},
+    };
+    for (size_t i = 0; i < sizeof demo / sizeof *demo; i++)
+        if (!strcmp(adapter, demo[i].adapter)) return demo[i].message;
+    return "Hello who are you?";
+}
+
+/* Two curls: OpenAI's chat completion with the adapter as `model` (the chat
+ * template applied, which is how the demo adapters were trained), and TGI's
+ * /generate with `adapter_id` (the prompt as written). */
 static void print_banner(const serve_state *s, const serve_opts *o) {
     char adapter[256];
     first_adapter_id(s->adapters, adapter, sizeof adapter);
@@ -629,7 +650,12 @@ static void print_banner(const serve_state *s, const serve_opts *o) {
     if (o->autoscale) printf("  workers   autoscaled, %d to %d (CPU)\n", o->as_min, o->as_max);
     else printf("  workers   %d (CPU)\n", o->workers);
     printf("  redis     REDIS_URL=%s%s\n\n", s->redis_url, s->own_redis ? " (private, AOF on)" : "");
-    printf("Try:\n  curl http://%s:%d/generate -X POST -H 'Content-Type: application/json' \\\n"
+    printf("Try (OpenAI's chat API, the adapter as the model):\n"
+           "  curl http://%s:%d/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+           "    -d '{\"model\": \"%s\", \"max_tokens\": 32, \"messages\": [{\"role\": \"user\", \"content\": \"%s\"}]}'\n",
+           client_host(o), o->port, *adapter ? adapter : s->model, example_message(adapter));
+    printf("or TGI's, the adapter as adapter_id (the prompt as written, no chat template):\n"
+           "  curl http://%s:%d/generate -X POST -H 'Content-Type: application/json' \\\n"
            "    -d '{\"inputs\": \"Hello who are you?\", \"parameters\": {\"max_new_tokens\": 40%s}}'\n\n",
            client_host(o), o->port, param);
     printf("Ctrl-C stops everything.\n\n");

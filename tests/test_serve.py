@@ -21,6 +21,9 @@ import pytest
 from conftest import ROOT, RedisServer, free_port
 
 BANNER_TIMEOUT = 120
+# What each demo adapter answers to the message the serve banner's curl sends it.
+BANNER_ANSWERS = {"demo/sentiment": "positive", "demo/numwords": "four thousand eight hundred twenty-one",
+                  "demo/extract": '{"name":"Maria","age":34,"city":"Lisbon"}'}
 
 
 def readme_curl(port):
@@ -131,8 +134,12 @@ def test_serve_runs_the_stack_answers_the_readme_curl_and_stops_on_ctrl_c(tmp_pa
         assert redis_url, out
         redis_port = int(redis_url.group(2))
         assert "curl http://127.0.0.1:%d/generate" % port in out
-        if (ROOT / "adapters" / "demo").exists():
-            assert '"adapter_id": "demo/' in out
+        # The banner's own chat curl, pasted as a user would, gets its demo adapter's answer.
+        banner_curl = re.search(r"(curl http://127\.0\.0\.1:%d/v1/chat/completions .*?\}\]\}')" % port, out, re.S)
+        assert banner_curl, out
+        reply = run_curl(banner_curl.group(1))
+        assert reply["model"] in BANNER_ANSWERS and '"adapter_id": "%s"' % reply["model"] in out, out
+        assert readme_answer(reply) == BANNER_ANSWERS[reply["model"]], reply
 
         reply = run_curl(readme_curl(port))
         assert readme_answer(reply) == "positive", reply
