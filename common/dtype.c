@@ -29,22 +29,10 @@ int lq_dtype_parse(const char *name, lq_dtype *out) {
     return -1;
 }
 
-static uint32_t f32_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static float bits_f32(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-float lq_bf16_to_f32(uint16_t b) { return bits_f32((uint32_t)b << 16); }
+float lq_bf16_to_f32(uint16_t b) { return lq_bits_f32((uint32_t)b << 16); }
 
 uint16_t lq_f32_to_bf16(float f) {
-    uint32_t u = f32_bits(f);
+    uint32_t u = lq_f32_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
     u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
     return (uint16_t)(u >> 16);
@@ -54,16 +42,16 @@ float lq_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
     uint32_t man = h & 0x3ffu;
-    if (exp == 0x1f) return bits_f32(sign | 0x7f800000u | (man << 13)); /* inf / NaN */
-    if (exp != 0) return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
-    if (man == 0) return bits_f32(sign);
+    if (exp == 0x1f) return lq_bits_f32(sign | 0x7f800000u | (man << 13)); /* inf / NaN */
+    if (exp != 0) return lq_bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+    if (man == 0) return lq_bits_f32(sign);
     /* Subnormal: value = man * 2^-24, exact in f32. */
     float v = (float)man * (1.0f / 16777216.0f);
     return sign ? -v : v;
 }
 
 uint16_t lq_f32_to_f16(float f) {
-    uint32_t u = f32_bits(f);
+    uint32_t u = lq_f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
     uint32_t abs = u & 0x7fffffffu;
     if (abs > 0x7f800000u) return sign | 0x7e00u;   /* NaN */

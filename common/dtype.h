@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum lq_dtype {
     LQ_DTYPE_F32 = 0,
@@ -22,6 +23,19 @@ size_t lq_dtype_size(lq_dtype t);
 const char *lq_dtype_name(lq_dtype t);
 /* Parses a safetensors dtype name; -1 if it is not one lorq loads. */
 int lq_dtype_parse(const char *name, lq_dtype *out);
+
+/* A float's bit pattern and back (memcpy: the defined way to type-pun in C). */
+static inline uint32_t lq_f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float lq_bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 float lq_f16_to_f32(uint16_t h);
 uint16_t lq_f32_to_f16(float f);

@@ -12,6 +12,8 @@
  * even for hostile inputs with millions of entries. */
 #include "gguf.h"
 
+#include "dtype.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,12 +173,6 @@ static int64_t sign_extend(uint64_t v, int bytes) {
     return (int64_t)((v ^ sign) - sign);
 }
 
-static float f32_from_bits(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 static double f64_from_bits(uint64_t u) {
     double d;
     memcpy(&d, &u, 8);
@@ -198,7 +194,7 @@ static int decode_scalar(cursor *c, gguf_type t, const unsigned char *p, gguf_va
     int n = (int)value_types[t].size;
     uint64_t raw = le(p, n);
     v->type = t;
-    if (t == GGUF_TYPE_FLOAT32) v->f = f32_from_bits((uint32_t)raw);
+    if (t == GGUF_TYPE_FLOAT32) v->f = lq_bits_f32((uint32_t)raw);
     else if (t == GGUF_TYPE_FLOAT64) v->f = f64_from_bits(raw);
     else if (t == GGUF_TYPE_BOOL) {
         if (raw > 1) return lq_fail(c->err, "malformed GGUF: bool value %llu at byte %zu is not 0 or 1",
@@ -612,7 +608,7 @@ double gguf_arr_f64(const gguf_array *a, uint64_t i) {
     if (i >= a->n || !a->raw) return 0;
     int size;
     uint64_t raw = arr_raw(a, i, &size);
-    if (a->type == GGUF_TYPE_FLOAT32) return f32_from_bits((uint32_t)raw);
+    if (a->type == GGUF_TYPE_FLOAT32) return lq_bits_f32((uint32_t)raw);
     if (a->type == GGUF_TYPE_FLOAT64) return f64_from_bits(raw);
     if (is_signed(a->type)) return (double)sign_extend(raw, size);
     return (double)raw;

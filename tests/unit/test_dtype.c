@@ -9,18 +9,6 @@
 
 #include "dtype.h"
 
-static uint32_t bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-
-static float from_bits(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* Every f16 value survives f16 -> f32 -> f16 (NaNs stay NaN). */
 static void test_f16_roundtrip_all(void **state) {
     (void)state;
@@ -55,14 +43,14 @@ static void test_bf16(void **state) {
     assert_true(lq_bf16_to_f32(0x3f80) == 1.0f);
     assert_int_equal(lq_f32_to_bf16(1.0f), 0x3f80);
     /* Halfway cases round to even. */
-    assert_int_equal(lq_f32_to_bf16(from_bits(0x3f808000)), 0x3f80);
-    assert_int_equal(lq_f32_to_bf16(from_bits(0x3f818000)), 0x3f82);
-    assert_int_equal(lq_f32_to_bf16(from_bits(0x3f808001)), 0x3f81);
+    assert_int_equal(lq_f32_to_bf16(lq_bits_f32(0x3f808000)), 0x3f80);
+    assert_int_equal(lq_f32_to_bf16(lq_bits_f32(0x3f818000)), 0x3f82);
+    assert_int_equal(lq_f32_to_bf16(lq_bits_f32(0x3f808001)), 0x3f81);
     assert_true(isnan(lq_bf16_to_f32(lq_f32_to_bf16(NAN))));
     for (uint32_t b = 0; b < 65536; b++) {
         float f = lq_bf16_to_f32((uint16_t)b);
         if (!isnan(f)) assert_int_equal(lq_f32_to_bf16(f), b);
-        assert_int_equal(bits(f) & 0xffff, 0);
+        assert_int_equal(lq_f32_bits(f) & 0xffff, 0);
     }
 }
 
