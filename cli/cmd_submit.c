@@ -395,7 +395,7 @@ static void make_id(char *out, size_t size) {
 static int enqueue(follow *f, const lq_job *job, lq_error *err) {
     lq_buf body = {0};
     if (lq_job_encode(job, &body, err)) return -1;
-    char k_job[LQ_KEY_MAX], k_stream[LQ_KEY_MAX], k_queues[LQ_KEY_MAX], now[24], expire[24];
+    char k_job[LQ_KEY_MAX], k_stream[LQ_KEY_MAX], k_queues[LQ_KEY_MAX], k_new[LQ_KEY_MAX], now[24], expire[24];
     long long life = job->deadline_ms ? job->deadline_ms - job->created_ms : 24LL * 3600 * 1000;
     snprintf(now, sizeof now, "%lld", (long long)job->created_ms);
     snprintf(expire, sizeof expire, "%lld", life + f->o->ttl_s * 1000);
@@ -404,6 +404,7 @@ static int enqueue(follow *f, const lq_job *job, lq_error *err) {
     lq_script_call_key(&c, lq_key_job(f->cmd, job->id, k_job));
     lq_script_call_key(&c, lq_key_queue(f->cmd, job->adapter, k_stream));
     lq_script_call_key(&c, lq_key_queues(f->cmd, k_queues));
+    lq_script_call_key(&c, lq_key_queues_new(f->cmd, k_new));
     lq_script_call_str(&c, job->id);
     lq_script_call_str(&c, job->adapter);
     lq_script_call_str(&c, job->tenant);

@@ -185,19 +185,21 @@ out:
 
 /* enqueue.lua for a job (relay.h's lq_relay_job); fn gets its reply. */
 static int eval_enqueue(lq_gw *gw, const lq_relay_job *job, lq_rc_reply_fn fn, void *priv) {
-    char k_job[LQ_KEY_MAX], k_stream[LQ_KEY_MAX], k_queues[LQ_KEY_MAX], maxlen[24], now[24], expire[24];
+    char k_job[LQ_KEY_MAX], k_stream[LQ_KEY_MAX], k_queues[LQ_KEY_MAX], k_new[LQ_KEY_MAX], maxlen[24], now[24],
+        expire[24];
     int64_t t = lq_time_ms();
     /* The record lives until the deadline (or a day) plus RESULT_TTL. */
     int64_t expire_ms = (job->deadline_ms > t ? job->deadline_ms - t : 24 * 3600 * 1000LL) + gw->cfg.result_ttl_ms;
     snprintf(maxlen, sizeof maxlen, "%d", gw->cfg.max_queue_length);
     snprintf(now, sizeof now, "%lld", (long long)t);
     snprintf(expire, sizeof expire, "%lld", (long long)expire_ms);
-    const char *argv[12] = {lq_key_job(gw->names, job->id, k_job), lq_key_queue(gw->names, job->adapter, k_stream),
-                            lq_key_queues(gw->names, k_queues), job->id, job->adapter, job->tenant ? job->tenant : "",
-                            job->job, maxlen, now, expire, LQ_GROUP, job->request ? job->request : ""};
-    size_t lens[12];
-    for (int i = 0; i < 12; i++) lens[i] = i == 6 ? job->job_len : strlen(argv[i]);
-    return lq_rc_eval(gw->rc, LQ_SCRIPT_ENQUEUE, fn, priv, 3, 12, argv, lens);
+    const char *argv[13] = {lq_key_job(gw->names, job->id, k_job), lq_key_queue(gw->names, job->adapter, k_stream),
+                            lq_key_queues(gw->names, k_queues), lq_key_queues_new(gw->names, k_new), job->id,
+                            job->adapter, job->tenant ? job->tenant : "", job->job, maxlen, now, expire, LQ_GROUP,
+                            job->request ? job->request : ""};
+    size_t lens[13];
+    for (int i = 0; i < 13; i++) lens[i] = i == 7 ? job->job_len : strlen(argv[i]);
+    return lq_rc_eval(gw->rc, LQ_SCRIPT_ENQUEUE, fn, priv, 4, 13, argv, lens);
 }
 
 int lq_job_enqueue(lq_gw *gw, const lq_relay_job *job, lq_rc_reply_fn fn, void *priv) {

@@ -1,9 +1,9 @@
 -- enqueue: put a job on its adapter's stream, atomically with its status record.
--- KEYS: job record, stream, queues set
+-- KEYS: job record, stream, queues set [, new-queues stream: told of a stream the first time it is used]
 -- ARGV: id, adapter, tenant, job msgpack, max queue length (0: none), now_ms, expire_ms, group
 --       [, request: the gateway's response options (JSON, opaque here), stored in the record]
 -- Reply: {"ok", entry} | {"exists"} | {"full", length}
-local job, stream, queues = KEYS[1], KEYS[2], KEYS[3]
+local job, stream, queues, new_queues = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, adapter, tenant, body = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local max_len, now, expire_ms, group = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local request = ARGV[9]
@@ -21,5 +21,10 @@ redis.call('HSET', job, 'status', 'queued', 'adapter', adapter, 'tenant', tenant
            'entry', entry, 'attempts', 0, 'created_ms', now)
 if request and request ~= '' then redis.call('HSET', job, 'request', request) end
 redis.call('PEXPIRE', job, expire_ms)
-redis.call('SADD', queues, stream)
+-- A stream no worker reads yet: tell one at once (an idle worker blocks on
+-- P queues:new too), so the first job of a new adapter does not wait for the
+-- workers' next look at the queues set.
+if redis.call('SADD', queues, stream) == 1 and new_queues then
+  redis.call('XADD', new_queues, 'MAXLEN', '~', 1000, '*', 'stream', stream)
+end
 return {'ok', entry}

@@ -223,8 +223,8 @@ def test_cold_adapter_first_token_delay(stack):
     warm = first_token_delay(stack.url, "jit/a49")
     loaded = re.search(r"adapter 'jit/a49' loaded in (\d+) ms", stack.worker.log())
     print(f"\nfirst-token delay: cold adapter {cold * 1000:.0f} ms (of which hub fetch + parse on the loader thread "
-          f"{loaded.group(1) if loaded else '?'} ms; the rest is mostly the idle worker noticing the new adapter stream, "
-          f"polled every 250 ms), same adapter warm {warm * 1000:.0f} ms, first base-model request "
+          f"{loaded.group(1) if loaded else '?'} ms; the new stream wakes the idle worker through P queues:new), "
+          f"same adapter warm {warm * 1000:.0f} ms, first base-model request "
           f"{warm_base * 1000:.0f} ms (also a new stream)")
     assert loaded, "the worker did not log the adapter's load"
     assert cold < 30

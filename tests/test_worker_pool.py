@@ -123,7 +123,7 @@ class Queue:
         jid = job["id"]
         life = (job["deadline_ms"] - job["created_ms"]) if job["deadline_ms"] else 24 * 3600 * 1000
         reply = self.enqueue_script(
-            keys=[f"{PREFIX}job:{jid}", self.stream(adapter), f"{PREFIX}queues"],
+            keys=[f"{PREFIX}job:{jid}", self.stream(adapter), f"{PREFIX}queues", f"{PREFIX}queues:new"],
             args=[jid, adapter, "tests", msgpack.packb(job), 0, job["created_ms"], max(life, 1) + 3600 * 1000,
                   "workers"])
         assert reply[0] == b"ok", reply
@@ -540,6 +540,28 @@ def test_dead_letter_after_max_attempts(pool, queue, reference):
     ok = queue.submit(prompt, "", max_new_tokens=4)
     queue.wait([ok], timeout=30)
     assert queue.status(ok) == "done"
+
+
+def test_a_new_queue_wakes_an_idle_worker(pool, queue, reference):
+    """enqueue.lua announces a queue's first job on P queues:new, which an idle worker blocks on
+    with its queues: with the periodic look at the queues set made rare (DISCOVER_MS, 60 s), the
+    first jobs of the base model and of an adapter, both on queues the worker has never read,
+    are still served at once."""
+    prompt = reference.tokenize(PROMPTS[0])
+    pool.start("w1", DISCOVER_MS=60000)
+    queue.wait_logged(lambda: queue.r.exists(f"{PREFIX}worker:w1"), timeout=60)
+    for adapter in ["", "team/a1"]:
+        t0 = time.time()
+        jid = queue.submit(prompt, adapter, max_new_tokens=4)
+        queue.wait([jid], timeout=20)
+        print(f"first job on {Queue.stream(adapter)}: done in {time.time() - t0:.2f} s")
+        assert queue.status(jid) == "done", queue.record(jid)
+        assert queue.log_tokens(jid) == reference.ids(prompt, adapter, 4)
+    assert queue.r.xlen(f"{PREFIX}queues:new") == 2
+    assert queue.r.xpending(f"{PREFIX}queues:new", "workers")["pending"] == 0  # wake-ups are acknowledged
+    # A second job on a known queue is not announced again.
+    queue.wait([queue.submit(prompt, "team/a1", max_new_tokens=4)], timeout=20)
+    assert queue.r.xlen(f"{PREFIX}queues:new") == 2
 
 
 def test_heartbeat(pool, queue):

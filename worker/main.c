@@ -40,7 +40,7 @@ typedef struct worker_config {
     const char *redis_url, *prefix, *model_id, *lora_adapters, *worker_id;
     lq_sched_config sched;
     lq_adapters_config jit;
-    int claim_min_idle_ms, max_attempts, threads;
+    int claim_min_idle_ms, max_attempts, threads, discover_ms;
     const char *device, *load_format; /* backend (kernels/select.c); "dummy": random weights */
     long long result_ttl_s;
     adapter_entry adapters[MAX_ADAPTERS];
@@ -84,6 +84,7 @@ enum {
     O_ADAPTER_DISK_BUDGET,
     O_ADAPTER_HOST_BUDGET,
     O_ADAPTER_HOST_COUNT,
+    O_DISCOVER_MS,
     O_COUNT
 };
 
@@ -111,6 +112,7 @@ static const option options[O_COUNT] = {
     [O_ADAPTER_DISK_BUDGET] = {"ADAPTER_DISK_BUDGET", "--adapter-disk-budget", OPT_BYTES, 0, LLONG_MAX, "bytes of adapters this worker downloaded kept in the hub cache (default 0: no limit)"},
     [O_ADAPTER_HOST_BUDGET] = {"ADAPTER_HOST_BUDGET", "--adapter-host-budget", OPT_BYTES, 0, LLONG_MAX, "bytes of parsed adapters kept in host memory, ready to upload (default 4GiB on a GPU, 0 on the CPU; 0: no host tier)"},
     [O_ADAPTER_HOST_COUNT] = {"ADAPTER_HOST_COUNT", "--adapter-host-count", OPT_INT, 0, 1 << 20, "most adapters in the host tier (default 0: only ADAPTER_HOST_BUDGET bounds)"},
+    [O_DISCOVER_MS] = {"DISCOVER_MS", "--discover-ms", OPT_INT, 10, 3600000, "how often the queues set is read again; a new queue's first job also wakes a worker at once (default 250)"},
 };
 
 static void usage(FILE *out) {
@@ -310,6 +312,7 @@ static int parse_config(int argc, char **argv, worker_config *c) {
     NUM(O_MAX_BATCH_TOTAL_TOKENS, c->sched.max_batch_total_tokens);
     NUM(O_MAX_RUNNING, c->sched.max_running);
     NUM(O_CLAIM_MIN_IDLE_MS, c->claim_min_idle_ms);
+    NUM(O_DISCOVER_MS, c->discover_ms);
     NUM(O_MAX_ATTEMPTS, c->max_attempts);
     NUM(O_RESULT_TTL, c->result_ttl_s);
     NUM(O_ADAPTER_MEMORY_BUDGET, c->sched.adapter_budget_bytes);
@@ -481,6 +484,7 @@ int main(int argc, char **argv) {
     lq_queue_config qc = {
         .worker_id = c.worker_id,
         .claim_min_idle_ms = c.claim_min_idle_ms,
+        .discover_ms = c.discover_ms,
         .max_attempts = c.max_attempts,
         .result_ttl_ms = c.result_ttl_s * 1000,
         .max_job_tokens = max_job_tokens(&c, e.model),

@@ -15,13 +15,16 @@
  *      `cancelled`, `lost` and `over` replies drop the job from the scheduler.
  *      While anything is undelivered the worker does not step, so a Redis
  *      outage pauses generation instead of piling up events.
- *   2. housekeeping on timers: stream discovery (SMEMBERS P queues, 250 ms)
+ *   2. housekeeping on timers: stream discovery (SMEMBERS P queues, every
+ *      DISCOVER_MS, default 250 ms, and at once when told of a new stream)
  *      and recovery of entries other workers left idle (XAUTOCLAIM, every
  *      CLAIM_MIN_IDLE_MS/4). The heartbeat (1 s) and the keep-alive of the
  *      entries it holds (XCLAIM JUSTID, every CLAIM_MIN_IDLE_MS/3) run on a
  *      thread of their own, so that a long step never makes a live worker
  *      look dead (see "the keeper").
- *   3. read: one XREADGROUP over the streams, COUNT = free slots divided
+ *   3. read: one XREADGROUP over the streams (and P queues:new, where
+ *      enqueue.lua announces a stream the first time it is used, so an idle
+ *      worker wakes for a new adapter's first job), COUNT = free slots divided
  *      among them; when slots are fewer than streams, only that many streams
  *      are read, resident adapters first, rotating the starting point, and
  *      the next ones are tried if those were empty. It blocks only when the
@@ -58,7 +61,7 @@
 #include <unistd.h>
 
 enum {
-    DISCOVER_MS = 250, /* a new adapter's first job waits for this: keep it short */
+    DISCOVER_MS = 250, /* the default; new streams are also announced on P queues:new */
     CONTROL_MS = 500,
     HEARTBEAT_MS = 1000,
     HEARTBEAT_TTL_MS = 5000,
@@ -153,7 +156,8 @@ struct lq_queue {
     lq_redis *r;
     lq_scheduler *s;
     lq_queue_config c;
-    char host[256], ttl[24], max_attempts[16], k_dead[LQ_KEY_MAX], k_queues[LQ_KEY_MAX];
+    char host[256], ttl[24], max_attempts[16], k_dead[LQ_KEY_MAX], k_queues[LQ_KEY_MAX], k_new[LQ_KEY_MAX];
+    int new_ready; /* the group on P queues:new exists, so reads include it */
     qjob *jobs;
     int n_jobs;
     qstream *streams;
@@ -849,6 +853,27 @@ static const qstream *stream_by_key(const lq_queue *q, const char *key) {
     return NULL;
 }
 
+/* Entries of P queues:new name a stream that just got its first job: look at
+ * the queues set on this turn instead of at the next tick. They are only a
+ * wake-up call, acknowledged at once. */
+static void on_new_queues(lq_queue *q, const redisReply *list) {
+    if (list->type != REDIS_REPLY_ARRAY || list->elements == 0) return;
+    q->t_discover = 0;
+    const char **argv = malloc(sizeof *argv * (list->elements + 3));
+    if (!argv) return;
+    int argc = 0;
+    argv[argc++] = "XACK", argv[argc++] = q->k_new, argv[argc++] = LQ_GROUP;
+    for (size_t k = 0; k < list->elements; k++) {
+        const redisReply *e = list->element[k];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[0]->type == REDIS_REPLY_STRING)
+            argv[argc++] = e->element[0]->str;
+    }
+    lq_error err;
+    redisReply *rep = argc > 3 ? lq_redis_argv(q->r, argc, argv, NULL, &err) : NULL;
+    if (rep) freeReplyObject(rep);
+    free(argv);
+}
+
 /* Collects the entries of an XREADGROUP reply ([[stream, [entry...]]...]). */
 static int collect_read(lq_queue *q, const redisReply *rep, qentry **out) {
     int n = 0, cap = 0;
@@ -857,6 +882,10 @@ static int collect_read(lq_queue *q, const redisReply *rep, qentry **out) {
     for (size_t i = 0; i < rep->elements; i++) {
         const redisReply *sr = rep->element[i];
         if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2 || sr->element[0]->type != REDIS_REPLY_STRING) continue;
+        if (!strcmp(sr->element[0]->str, q->k_new)) {
+            on_new_queues(q, sr->element[1]);
+            continue;
+        }
         const qstream *s = stream_by_key(q, sr->element[0]->str);
         const redisReply *list = sr->element[1];
         if (!s || list->type != REDIS_REPLY_ARRAY) continue;
@@ -894,10 +923,11 @@ static int read_order(lq_queue *q, int *order) {
     return n;
 }
 
-/* One XREADGROUP over the streams order[0..n); returns the entries handled, -1 on error. */
+/* One XREADGROUP over the streams order[0..n) and P queues:new; returns the
+ * job entries handled, -1 on error. */
 static int read_streams(lq_queue *q, const int *order, int n, int count, int block_ms) {
     int argc = 0;
-    const char **argv = malloc(sizeof *argv * (size_t)(10 + 2 * n));
+    const char **argv = malloc(sizeof *argv * (size_t)(12 + 2 * n));
     if (!argv) return -1;
     char count_s[16], block_s[16];
     snprintf(count_s, sizeof count_s, "%d", count);
@@ -907,7 +937,12 @@ static int read_streams(lq_queue *q, const int *order, int n, int count, int blo
     if (block_ms > 0) argv[argc++] = "BLOCK", argv[argc++] = block_s;
     argv[argc++] = "STREAMS";
     for (int i = 0; i < n; i++) argv[argc++] = q->streams[order[i]].key;
-    for (int i = 0; i < n; i++) argv[argc++] = ">";
+    if (q->new_ready) argv[argc++] = q->k_new;
+    for (int i = 0; i < n + q->new_ready; i++) argv[argc++] = ">";
+    if (n + q->new_ready == 0) {
+        free(argv);
+        return 0;
+    }
     lq_error err;
     redisReply *rep = lq_redis_argv(q->r, argc, argv, NULL, &err);
     free(argv);
@@ -915,6 +950,7 @@ static int read_streams(lq_queue *q, const int *order, int n, int count, int blo
         if (lq_redis_up(q->r) && strstr(err.msg, "NOGROUP")) {
             lq_log("%s; looking at the streams again", err.msg);
             q->n_streams = 0; /* discovery re-creates the groups */
+            q->new_ready = 0;
             q->t_discover = 0;
         } else if (lq_redis_up(q->r)) {
             lq_log("XREADGROUP: %s", err.msg);
@@ -935,7 +971,8 @@ static void read_new(lq_queue *q, int may_block) {
     int usable = 0;
     for (int i = 0; i < q->n_streams; i++) usable += q->streams[i].usable;
     if (free_slots <= 0 || usable == 0) {
-        if (may_block) lq_sleep_ms(q->c.block_ms);
+        if (may_block && free_slots > 0 && q->new_ready) read_streams(q, NULL, 0, 1, q->c.block_ms);
+        else if (may_block) lq_sleep_ms(q->c.block_ms);
         return;
     }
     int *order = malloc(sizeof *order * (size_t)usable);
@@ -987,8 +1024,19 @@ static int stream_add(lq_queue *q, qstream *list, int n, const char *key, const 
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
+/* The group on P queues:new, at "$": streams announced before this worker
+ * looked are in the queues set it is about to read. */
+static void join_new_queues(lq_queue *q) {
+    lq_error err;
+    redisReply *rep = lq_redis_cmd(q->r, &err, "XGROUP CREATE %s %s $ MKSTREAM", q->k_new, LQ_GROUP);
+    if (rep || strstr(err.msg, "BUSYGROUP")) q->new_ready = 1;
+    else if (lq_redis_up(q->r)) lq_log("cannot follow %s: %s", q->k_new, err.msg);
+    if (rep) freeReplyObject(rep);
+}
+
 /* SMEMBERS P queues: new streams join (with their group), vanished ones leave. */
 static void discover(lq_queue *q) {
+    if (!q->new_ready) join_new_queues(q);
     lq_error err;
     redisReply *rep = lq_redis_cmd(q->r, &err, "SMEMBERS %s", q->k_queues);
     if (!rep) return;
@@ -1122,7 +1170,7 @@ static void read_control(lq_queue *q) {
 static void housekeeping(lq_queue *q) {
     int64_t now = mono_ms();
     int idle = q->c.claim_min_idle_ms;
-    if (lq_redis_up(q->r) && due(&q->t_discover, now, DISCOVER_MS)) discover(q);
+    if (lq_redis_up(q->r) && due(&q->t_discover, now, q->c.discover_ms)) discover(q);
     if (lq_redis_up(q->r) && due(&q->t_control, now, CONTROL_MS)) read_control(q);
     if (lq_redis_up(q->r) && !q->draining && due(&q->t_autoclaim, now, idle / 4 > 50 ? idle / 4 : 50)) auto_claim(q);
 }
@@ -1405,7 +1453,8 @@ lq_queue *lq_queue_new(lq_redis *r, lq_scheduler *s, const lq_queue_config *c, l
     q->r = r;
     q->s = s;
     q->c = *c;
-    if (q->c.block_ms <= 0) q->c.block_ms = 250; /* also how soon an idle worker sees a new stream */
+    if (q->c.block_ms <= 0) q->c.block_ms = 250; /* also how soon an idle worker reads P control */
+    if (q->c.discover_ms <= 0) q->c.discover_ms = DISCOVER_MS;
     if (q->c.claim_min_idle_ms <= 0) q->c.claim_min_idle_ms = 30000;
     if (q->c.max_attempts <= 0) q->c.max_attempts = 3;
     if (q->c.result_ttl_ms <= 0) q->c.result_ttl_ms = 3600 * 1000LL;
@@ -1414,6 +1463,7 @@ lq_queue *lq_queue_new(lq_redis *r, lq_scheduler *s, const lq_queue_config *c, l
     snprintf(q->max_attempts, sizeof q->max_attempts, "%d", q->c.max_attempts);
     lq_key_dead(r, q->k_dead);
     lq_key_queues(r, q->k_queues);
+    lq_key_queues_new(r, q->k_new);
     q->started_ms = lq_time_ms();
     pthread_mutex_init(&q->k.mu, NULL);
     pthread_cond_init(&q->k.wake, NULL);

@@ -22,6 +22,7 @@ typedef struct lq_queue_config {
     int max_attempts;       /* starts of one job before it is dead-lettered (MAX_ATTEMPTS) */
     int64_t result_ttl_ms;  /* how long records and logs outlive the job (RESULT_TTL) */
     int block_ms;           /* longest wait in XREADGROUP when idle */
+    int discover_ms;        /* how often P queues is read again (DISCOVER_MS, default 250) */
     int max_job_tokens;     /* prompt + max_new_tokens a job may need; 0: not checked here */
     int capacity;           /* most jobs at once (for the heartbeat) */
     const char *model;      /* for the heartbeat */
