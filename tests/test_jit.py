@@ -15,6 +15,7 @@ import json
 import os
 import re
 import struct
+import shutil
 import subprocess
 import time
 
@@ -376,6 +377,27 @@ def test_host_budget_of_five_adapters_over_twenty(tmp_path, adapters, gateway_bi
         assert max(hub.count(f"/api/models/{n}/revision/") - fetched_before[n] for n in names) >= 2  # fetched again
         # The admin API is off without LORQ_ADMIN_TOKEN.
         assert request(s.url, "POST", "/admin/adapters/jit/a00/load", headers={"Authorization": "Bearer x"})[0] == 403
+    finally:
+        s.stop()
+
+
+def test_cache_copy_deleted_by_another_worker_is_fetched_again(tmp_path, adapters, gateway_bin, worker_bin, model_dir,
+                                                               lorq_bin):
+    """Workers sharing one hub cache, one with ADAPTER_DISK_BUDGET: the other may find the copy it remembered
+    deleted when it loads that adapter again; it fetches it again instead of failing the request."""
+    hub, folders = adapters
+    s = start_stack(tmp_path, gateway_bin, worker_bin, model_dir, hub, worker_env={"MAX_HOST_ADAPTERS": 1})
+    try:
+        fetches = lambda: hub.count("/api/models/jit/a10/revision/")
+        before = fetches()
+        assert generate(s.url, "jit/a10")[0] == 200
+        assert generate(s.url, "jit/a11")[0] == 200  # one adapter resident: a10 is evicted
+        wait_for(lambda: resident(s) == {"jit/a11"}, "jit/a10 evicted")
+        shutil.rmtree(tmp_path / "hub-cache" / "models--jit--a10")  # as another worker's disk budget would
+        status, body = generate(s.url, "jit/a10")
+        assert status == 200, body
+        assert token_ids(body) == reference_ids(lorq_bin, model_dir, folders["jit/a10"])
+        assert fetches() - before == 2, "fetched once, then again after its copy was deleted"
     finally:
         s.stop()
 

@@ -66,7 +66,8 @@ typedef struct entry {
 typedef struct request {
     struct request *next;
     char name[LQ_ADAPTER_ID_MAX + 1];
-    char *dir; /* NULL: resolve the id */
+    char *dir;    /* NULL: resolve the id */
+    int declared; /* dir is LORA_ADAPTERS' folder, not where the id resolved to */
 } request;
 
 typedef struct result {
@@ -193,7 +194,9 @@ static result *load_one(lq_adapters *a, const request *q) {
         snprintf(r->dir, sizeof r->dir, "%s", q->dir ? q->dir : "(host memory)");
         r->from_host = r->img_in_tier = 1;
     } else {
-        if (q->dir) snprintf(r->dir, sizeof r->dir, "%s", q->dir);
+        /* A remembered cache copy can vanish: another worker sharing the
+         * cache deleted it for its ADAPTER_DISK_BUDGET. Resolve again. */
+        if (q->dir && (q->declared || is_dir(q->dir))) snprintf(r->dir, sizeof r->dir, "%s", q->dir);
         else rc = resolve(a, q->name, r, &err);
         if (rc == 0) rc = check_size(a, r->dir, &err);
         if (rc == 0 && !(r->img = lq_lora_parse(r->dir, q->name, a->base, &err))) rc = -1;
@@ -386,6 +389,7 @@ static int request_load(lq_adapters *a, entry *e) {
     request *q = calloc(1, sizeof *q);
     if (!q) return -1;
     snprintf(q->name, sizeof q->name, "%s", e->name);
+    q->declared = e->declared;
     if (e->dir && !(q->dir = strdup(e->dir))) {
         free(q);
         return -1;
@@ -549,7 +553,10 @@ static int install(lq_adapters *a, result *r, entry *e, int *ok) {
             } else {
                 a->loads_disk++;
                 lq_log("adapter '%s' loaded in %.0f ms from %s", r->name, r->ms, r->dir);
-                if (e && !e->dir) e->dir = strdup(r->dir); /* the disk tier: no hub round trip next time */
+                if (e && (!e->dir || strcmp(e->dir, r->dir))) { /* the disk tier: no hub round trip next time */
+                    free(e->dir);
+                    e->dir = strdup(r->dir);
+                }
             }
             if (e) e->fail_msg[0] = 0, e->used_ms = mono_ms();
             note_download(a, e, r);
