@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_kind.h"
+
 /* ---- buffers ---- */
 
 int tok_buf_reserve(tok_buf *b, size_t extra) {
@@ -249,26 +251,13 @@ void tok_u64map_free(tok_u64map *m) {
 
 /* ---- JSON fields ---- */
 
-static const char *json_kind(const json_t *j) {
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 int tok_json_bool(json_t *obj, const char *key, int dflt, int *out, const char *where, lq_error *err) {
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) {
         *out = dflt;
         return 0;
     }
-    if (!json_is_boolean(v)) return lq_fail(err, "%s: '%s' must be a boolean, not %s", where, key, json_kind(v));
+    if (!json_is_boolean(v)) return lq_fail(err, "%s: '%s' must be a boolean, not %s", where, key, lq_json_kind(v));
     *out = json_is_true(v);
     return 0;
 }
@@ -279,7 +268,7 @@ int tok_json_string(json_t *obj, const char *key, int required, const char **s, 
     *s = NULL;
     if (len) *len = 0;
     if (!v || json_is_null(v)) return required ? lq_fail(err, "%s: missing string field '%s'", where, key) : 0;
-    if (!json_is_string(v)) return lq_fail(err, "%s: '%s' must be a string, not %s", where, key, json_kind(v));
+    if (!json_is_string(v)) return lq_fail(err, "%s: '%s' must be a string, not %s", where, key, lq_json_kind(v));
     *s = json_string_value(v);
     if (len) *len = json_string_length(v);
     return 0;
@@ -289,7 +278,7 @@ int tok_json_uint(json_t *obj, const char *key, int required, int64_t max, int64
                   lq_error *err) {
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) return required ? lq_fail(err, "%s: missing integer field '%s'", where, key) : 0;
-    if (!json_is_integer(v)) return lq_fail(err, "%s: '%s' must be an integer, not %s", where, key, json_kind(v));
+    if (!json_is_integer(v)) return lq_fail(err, "%s: '%s' must be an integer, not %s", where, key, lq_json_kind(v));
     json_int_t x = json_integer_value(v);
     if (x < 0 || x > max)
         return lq_fail(err, "%s: '%s' = %lld is out of range [0, %lld]", where, key, (long long)x, (long long)max);
@@ -299,7 +288,7 @@ int tok_json_uint(json_t *obj, const char *key, int required, int64_t max, int64
 
 const char *tok_json_type(json_t *obj, const char *where, lq_error *err) {
     if (!json_is_object(obj)) {
-        lq_fail(err, "%s: must be an object or null, not %s", where, json_kind(obj));
+        lq_fail(err, "%s: must be an object or null, not %s", where, lq_json_kind(obj));
         return NULL;
     }
     const char *t;

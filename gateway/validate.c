@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "hub.h"
+#include "json_kind.h"
 
 /* TGI's ceiling for a default max_new_tokens (DEFAULT_GENERATION_LENGTH). */
 #define DEFAULT_GENERATION_LENGTH 1024
@@ -59,21 +60,8 @@ static void request_init(lq_gw_request *r, lq_gw_api api) {
 
 /* ---- typed fields ---- */
 
-static const char *type_name(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
-
 static int wrong_type(lq_gw_field *f, const char *key, const char *expected, const json_t *v) {
-    return invalid(f->e, "invalid type for `%s%s`: expected %s, got %s", f->prefix, key, expected, type_name(v));
+    return invalid(f->e, "invalid type for `%s%s`: expected %s, got %s", f->prefix, key, expected, lq_json_kind(v));
 }
 
 /* The value of key, NULL when absent or null. */
@@ -173,7 +161,7 @@ json_t *lq_gw_load_object(const char *body, size_t len, lq_gw_error *e) {
         return NULL;
     }
     if (!json_is_object(root)) {
-        lq_gw_fail(e, 422, "validation", "the request body must be a JSON object, not %s", type_name(root));
+        lq_gw_fail(e, 422, "validation", "the request body must be a JSON object, not %s", lq_json_kind(root));
         json_decref(root);
         return NULL;
     }
@@ -312,7 +300,7 @@ static int read_parameters(json_t *params, const lq_gw_limits *lim, lq_gw_reques
 static int read_inputs(json_t *root, lq_gw_request *r, lq_gw_error *e) {
     json_t *in = json_object_get(root, "inputs");
     if (!in) return invalid(e, "missing field `inputs`");
-    if (!json_is_string(in)) return invalid(e, "invalid type for `inputs`: expected a string, got %s", type_name(in));
+    if (!json_is_string(in)) return invalid(e, "invalid type for `inputs`: expected a string, got %s", lq_json_kind(in));
     r->inputs_len = json_string_length(in);
     if (!(r->inputs = malloc(r->inputs_len + 1))) return lq_gw_fail(e, 500, "internal", "out of memory");
     memcpy(r->inputs, json_string_value(in), r->inputs_len + 1);
@@ -328,7 +316,7 @@ int lq_gw_parse_generate(const char *body, size_t len, const lq_gw_limits *lim, 
     json_t *params = json_object_get(root, "parameters");
     int rc = -1;
     if (params && !json_is_null(params) && !json_is_object(params)) {
-        invalid(e, "invalid type for `parameters`: expected an object, got %s", type_name(params));
+        invalid(e, "invalid type for `parameters`: expected an object, got %s", lq_json_kind(params));
         goto out;
     }
     if (lq_gw_get_bool(&top, "stream", &r->stream) < 0) goto out;
