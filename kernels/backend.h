@@ -89,6 +89,10 @@ struct lq_backend {
     void *impl;
     /* 1 when backend memory is host memory, so mmap'd weights are used in place. */
     int host_memory;
+    /* Batch invariance: a matmul over fewer than this many rows gives each row
+     * the same bits whatever else is in it (0: no such promise). The scheduler
+     * packs its passes below it so a job's tokens do not depend on its company. */
+    int invariant_rows;
 
     void *(*alloc)(lq_backend *b, size_t bytes);
     void (*free)(lq_backend *b, void *p);

@@ -29,7 +29,8 @@
  *     grouped by adapter, into passes of at most 127 rows, splitting a chunk
  *     across passes when needed (row-wise kernels and per-query attention
  *     make any split give the same bits).
- * Other backends promise no invariance, so everything goes in one pass.
+ * The threshold is the backend's invariant_rows (128 on the CPU); other
+ * backends promise no invariance (0), so everything goes in one pass.
  * (decoder_input_details asks for the logits of every prompt row, so a
  * 128+-token chunk's lm_head runs through BLAS too: its last row may then
  * differ from a run without details by f32 rounding.)
@@ -56,8 +57,6 @@
 #include "lora.h"
 #include "registry.h"
 
-/* kernels/cpu/cpu_backend.c: matmuls of at least this many rows go to OpenBLAS. */
-enum { CPU_BLAS_MIN_ROWS = 128 };
 /* How many recent jobs free_slots averages over to size "a typical job". */
 enum { RECENT_JOBS = 32 };
 
@@ -230,7 +229,7 @@ static int check_config(const lq_sched_config *c, lq_error *err) {
 /* Rows of a shared pass, and the largest step the run state must hold. */
 static void size_passes(lq_scheduler *s, int *max_tokens) {
     const lq_backend *b = s->model->backend;
-    s->invariant_rows = b && b->name && !strcmp(b->name, "cpu") ? CPU_BLAS_MIN_ROWS : 0;
+    s->invariant_rows = b ? b->invariant_rows : 0;
     int P = s->cfg.max_batch_prefill_tokens;
     if (s->invariant_rows) {
         s->pass_rows = s->invariant_rows - 1;

@@ -412,6 +412,7 @@ lq_backend *lq_backend_cpu_new(int n_threads, lq_error *err) {
         .name = "cpu",
         .impl = im,
         .host_memory = 1,
+        .invariant_rows = BLAS_MIN_ROWS,
         .alloc = cpu_alloc,
         .free = cpu_free,
         .upload = cpu_copy,

@@ -463,6 +463,7 @@ extern "C" lq_backend *lq_backend_cuda_new(int device, lq_error *err) {
     }
     b->name = "cuda";
     b->host_memory = 0;
+    b->invariant_rows = 0; /* cuBLAS picks kernels by shape */
     b->alloc = cu_alloc;
     b->free = cu_free;
     b->upload = cu_upload;
