@@ -179,7 +179,7 @@ static void pack_top(msgpack_packer *pk, int32_t id, const float *lp, const char
 }
 
 static void pack_token_event(msgpack_packer *pk, const lq_event *e) {
-    msgpack_pack_map(pk, 8 + (e->n_top > 0 ? 1 : 0));
+    msgpack_pack_map(pk, 8 + (e->n_top > 0 ? 1 : 0) + (e->last >= 0 ? 1 : 0));
     pack_kv_u64(pk, "v", LQ_PROTOCOL_VERSION);
     pack_kv_str(pk, "type", "token");
     pack_kv_str(pk, "job", e->job);
@@ -189,6 +189,7 @@ static void pack_token_event(msgpack_packer *pk, const lq_event *e) {
     pack_str(pk, e->text ? e->text : "", e->text ? e->text_len : 0);
     pack_kv_f64(pk, "logprob", e->logprob);
     pack_kv_bool(pk, "special", e->special);
+    if (e->last >= 0) pack_kv_bool(pk, "last", e->last);
     if (e->n_top > 0) {
         pack_key(pk, "top");
         msgpack_pack_array(pk, (size_t)e->n_top);
@@ -621,6 +622,7 @@ static int read_event_field(const msgpack_object *k, const msgpack_object *v, lq
     if (key_is(k, "error_type")) return read_str(v, "error_type", &e->error_type, NULL, err);
     if (key_is(k, "worker")) return read_str(v, "worker", &e->worker, NULL, err);
     if (key_is(k, "special")) return read_bool(v, "special", &e->special, err);
+    if (key_is(k, "last")) return read_bool(v, "last", &e->last, err);
     if (key_is(k, "top")) return read_top(v, e, err);
     if (key_is(k, "prefill")) return read_prefill(v, e, err);
     if (key_is(k, "seed")) {
@@ -644,6 +646,7 @@ static int read_event_field(const msgpack_object *k, const msgpack_object *v, lq
 int lq_event_decode(const void *data, size_t len, lq_event *e, lq_error *err) {
     memset(e, 0, sizeof *e);
     e->queue_ms = e->run_ms = -1;
+    e->last = -1;
     msgpack_unpacked u;
     int rc = unpack_map(data, len, &u, "event", err);
     for (uint32_t i = 0; rc == 0 && i < u.data.via.map.size; i++)
@@ -668,4 +671,5 @@ void lq_event_clear(lq_event *e) {
     free_prefill(e);
     memset(e, 0, sizeof *e);
     e->queue_ms = e->run_ms = -1;
+    e->last = -1;
 }

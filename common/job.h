@@ -94,6 +94,7 @@ typedef struct lq_event {
     size_t text_len;
     float logprob;
     int special;
+    int last; /* token: 1 the job's end event comes next, 0 more tokens may; -1 not said (field absent) */
     lq_top_token *top;
     int n_top;
     /* end */

@@ -141,12 +141,13 @@ int lq_tgi_stream_init(lq_tgi_stream *st, struct event_base *base, const lq_toke
 
 void lq_tgi_stream_token(lq_tgi_stream *st, lq_event *ev) {
     if (st->has_held) send_held(st, NULL);
-    int must_be_last = ev->special || (st->opts.max_new_tokens && ev->index + 1 >= st->opts.max_new_tokens);
+    int said = ev->last >= 0; /* the worker says whether it is the last */
+    int must_be_last = said ? ev->last : ev->special || (st->opts.max_new_tokens && ev->index + 1 >= st->opts.max_new_tokens);
     st->held = *ev;
     memset(ev, 0, sizeof *ev);
     st->has_held = 1;
     if (must_be_last) return; /* the end event follows: wait for it */
-    if (!st->opts.may_stop) {
+    if (said || !st->opts.may_stop) {
         send_held(st, NULL); /* cannot be the last: no reason to wait */
         return;
     }

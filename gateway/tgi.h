@@ -5,16 +5,16 @@
  * "generated_text", "details"}) where the last token's event also carries
  * generated_text and, when asked, details.
  *
- * That last point does not fit the wire protocol exactly: a worker's end
- * event follows its last token event, so a token's event cannot say it is
- * the last one when it arrives. The stream therefore holds back only the
- * tokens that may be last:
+ * A worker's end event follows its last token event, so the token event
+ * says whether it is the last (`last`, docs/protocol.md): a last token waits
+ * for the end event, however long it takes, and goes out with it; every
+ * other token goes out at once. Token events that do not say (`last` absent,
+ * from an older worker) are held back only when they may be the last:
  *
  *   - a token that must be the last (index max_new_tokens - 1, or a special
  *     token such as EOS) waits for the next event, however long it takes;
  *   - with stop sequences, any token may be the last: it waits for the next
- *     event or HOLD_MS, whichever comes first (the worker sends the last
- *     token and the end event in the same step, so they nearly always meet);
+ *     event or HOLD_MS, whichever comes first;
  *   - every other token goes out at once.
  *
  * When the end comes after a token was let go, the closing event carries an

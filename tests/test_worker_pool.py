@@ -273,11 +273,12 @@ def queue(redis_server):
 
 
 def check_log_once(queue, jid, n_tokens):
-    """The job's log holds token events 0..n-1, each once, then one end event."""
+    """The job's log holds token events 0..n-1, each once, only the last marked last, then one end event."""
     log = queue.log(jid)
     tokens = [e for e in log if e["type"] == "token"]
     ends = [e for e in log if e["type"] == "end"]
     assert [e["index"] for e in tokens] == list(range(n_tokens)), jid
+    assert [e["last"] for e in tokens] == [False] * (n_tokens - 1) + [True], jid
     assert len(ends) == 1 and log[-1]["type"] == "end", jid
 
 

@@ -449,9 +449,11 @@ static void on_end_event(lq_queue *q, qjob *j, const lq_event *e) {
     if (lq_event_encode(&end, &j->end, &err)) set_error(j, err.msg, "internal");
 }
 
-static void on_event(lq_queue *q, const lq_sched_event *se) {
+static void on_event(lq_queue *q, const lq_sched_event *se, int last) {
     qjob *j = se->user;
-    const lq_event *e = &se->ev;
+    lq_event token = se->ev; /* shallow: the strings stay the scheduler's */
+    const lq_event *e = &token;
+    token.last = last;
     if (j->ended) return; /* the scheduler promised nothing after the end; be safe */
     if (e->type == LQ_EVENT_END) {
         on_end_event(q, j, e);
@@ -475,11 +477,20 @@ static void on_event(lq_queue *q, const lq_sched_event *se) {
     count_tokens(q, 1);
 }
 
+/* A token is its job's last when the same step ended the job (its end event
+ * follows in this step's events): the token event says so (`last`). */
+static int token_is_last(const lq_sched_event *events, int n, int i) {
+    if (events[i].ev.type != LQ_EVENT_TOKEN) return 0;
+    for (int k = i + 1; k < n; k++)
+        if (events[k].user == events[i].user) return events[k].ev.type == LQ_EVENT_END;
+    return 0;
+}
+
 static int step(lq_queue *q, lq_error *err) {
     const lq_sched_event *events = NULL;
     int n = lq_scheduler_step(q->s, &events, err);
     if (n < 0) return -1;
-    for (int i = 0; i < n; i++) on_event(q, &events[i]);
+    for (int i = 0; i < n; i++) on_event(q, &events[i], token_is_last(events, n, i));
     return n;
 }
 

@@ -55,7 +55,7 @@ static void check_same_event(const lq_event *a, const lq_event *b) {
     CHECK(a->type == b->type && same_str(a->job, b->job) && a->index == b->index);
     CHECK(a->text_len == b->text_len && !memcmp(a->text, b->text, a->text_len));
     if (a->type == LQ_EVENT_TOKEN) {
-        CHECK(a->token == b->token && a->special == b->special && a->n_top == b->n_top);
+        CHECK(a->token == b->token && a->special == b->special && a->last == b->last && a->n_top == b->n_top);
         for (int i = 0; i < a->n_top; i++) CHECK(a->top[i].id == b->top[i].id && same_str(a->top[i].text, b->top[i].text));
     } else {
         CHECK(same_str(a->finish_reason, b->finish_reason) && same_str(a->worker, b->worker));

@@ -444,6 +444,7 @@ static void test_token_event_round_trip(void **state) {
     in.text_len = 3;
     in.logprob = -0.125f;
     in.special = 1;
+    in.last = 1;
     in.top = top;
     in.n_top = 2;
     in.queue_ms = in.run_ms = -1;
@@ -460,12 +461,23 @@ static void test_token_event_round_trip(void **state) {
     assert_memory_equal(out.text, "x\0y", 3);
     assert_true(out.logprob == -0.125f);
     assert_true(out.special);
+    assert_int_equal(out.last, 1);
     assert_int_equal(out.n_top, 2);
     assert_int_equal(out.top[1].id, 18);
     assert_true(out.top[1].logprob == -1.5f);
     assert_string_equal(out.top[1].text, "\xe2\x82");
     lq_event_clear(&out);
     lq_buf_free(&buf);
+    /* `last` false travels too; a writer that does not say (-1) leaves the field out, read back as -1. */
+    for (int last = -1; last <= 0; last++) {
+        in.last = last;
+        memset(&buf, 0, sizeof buf);
+        assert_int_equal(lq_event_encode(&in, &buf, &err), 0);
+        assert_int_equal(lq_event_decode(buf.data, buf.len, &out, &err), 0);
+        assert_int_equal(out.last, last);
+        lq_event_clear(&out);
+        lq_buf_free(&buf);
+    }
 }
 
 static void test_end_event_round_trip(void **state) {
