@@ -451,9 +451,9 @@ static void on_end_event(lq_queue *q, qjob *j, const lq_event *e) {
 
 static void on_event(lq_queue *q, const lq_sched_event *se, int last) {
     qjob *j = se->user;
-    lq_event token = se->ev; /* shallow: the strings stay the scheduler's */
-    const lq_event *e = &token;
-    token.last = last;
+    lq_event ev = se->ev; /* shallow: the strings stay the scheduler's */
+    ev.last = last;
+    const lq_event *e = &ev;
     if (j->ended) return; /* the scheduler promised nothing after the end; be safe */
     if (e->type == LQ_EVENT_END) {
         on_end_event(q, j, e);
