@@ -46,10 +46,12 @@ typedef struct lq_kv_pool {
 /* One sequence's part of an attention call: its queries are rows
  * [q_start, q_start + q_len) of q, at positions ctx_len - q_len .. ctx_len - 1,
  * and its keys/values are the first ctx_len tokens in its blocks (this step's
- * included: kv_write runs first). Causal: query at position p sees keys 0..p. */
+ * included: kv_write runs first). Causal: query at position p sees keys 0..p,
+ * or with a sliding window W (Mistral) only the last W of them, p-W+1..p. */
 typedef struct lq_attn_seq {
     int q_start, q_len, ctx_len;
     const int32_t *block_table; /* host memory, ceil(ctx_len / block_size) entries */
+    int window;                 /* 0: none */
 } lq_attn_seq;
 
 /* One segment of a LoRA op: rows [row0, row0 + n_rows) of the step share an

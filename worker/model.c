@@ -146,13 +146,17 @@ int lq_config_parse(lq_model_config *c, const char *config_json, const char *gen
         get_int(root, "head_dim", c->n_heads ? c->dim / c->n_heads : 0, &c->head_dim, err) ||
         get_float(root, "rms_norm_eps", 1e-6, &c->rms_eps, err) || parse_rope(c, root, err))
         goto out;
-    /* A sliding window shorter than the context changes attention; within the window it is plain
-     * causal attention, so we serve up to the window and not beyond. */
+    /* A sliding window shorter than the context changes attention. Mistral's
+     * applies to every layer, and attention takes it; Qwen2's applies only to
+     * the layers from max_window_layers on, so there we serve up to the window
+     * (within it, windowed attention is plain causal attention) and not beyond. */
     int window = 0;
     json_t *sw = json_object_get(root, "sliding_window");
     int uses_window = c->arch == LQ_ARCH_MISTRAL || get_bool(root, "use_sliding_window", 0);
-    if (uses_window && json_is_integer(sw) && (window = (int)json_integer_value(sw)) > 0 && window < c->max_position)
-        c->max_position = window;
+    if (uses_window && json_is_integer(sw) && (window = (int)json_integer_value(sw)) > 0 && window < c->max_position) {
+        if (c->arch == LQ_ARCH_MISTRAL) c->sliding_window = window;
+        else c->max_position = window;
+    }
     c->tie_embeddings = get_bool(root, "tie_word_embeddings", 0);
     c->attention_bias = c->arch == LQ_ARCH_QWEN2 ? 1 : get_bool(root, "attention_bias", 0);
     c->o_bias = c->arch == LQ_ARCH_QWEN2 ? 0 : c->attention_bias;
@@ -523,7 +527,7 @@ static int plan_step(const lq_model *m, lq_run_state *s, const lq_kv_pool *kv, c
         if (q->pos + q->n_tokens > m->cfg.max_position)
             return lq_fail(err, "sequence %d: position %d is beyond the model's %d", i, q->pos + q->n_tokens,
                            m->cfg.max_position);
-        s->attn[i] = (lq_attn_seq){T, q->n_tokens, q->pos + q->n_tokens, q->block_table};
+        s->attn[i] = (lq_attn_seq){T, q->n_tokens, q->pos + q->n_tokens, q->block_table, m->cfg.sliding_window};
         if (q->adapter && s->n_runs > 0 && s->runs[s->n_runs - 1].adapter == q->adapter &&
             s->runs[s->n_runs - 1].row0 + s->runs[s->n_runs - 1].n_rows == T)
             s->runs[s->n_runs - 1].n_rows += q->n_tokens;

@@ -27,7 +27,8 @@ typedef struct lq_model_config {
     lq_arch arch;
     char arch_name[64];
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, head_dim, vocab_size;
-    int max_position; /* max_position_embeddings, capped by a sliding window if one applies */
+    int max_position;   /* max_position_embeddings (Qwen2 with use_sliding_window: capped at the window) */
+    int sliding_window; /* Mistral: attention sees the last this many positions; 0: all */
     float rms_eps, rope_theta;
     lq_rope_kind rope_kind;
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;

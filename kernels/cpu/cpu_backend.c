@@ -339,28 +339,30 @@ static void attn_task(void *ctxp, int ti, int thread) {
     float *scores = malloc(((size_t)s->ctx_len + (size_t)bs) * sizeof(float));
     float acc[hd];
     for (int qi = t->q0; qi < t->q1; qi++) {
-        int pos = s->ctx_len - s->q_len + qi; /* this query's position: it sees keys 0..pos */
+        int pos = s->ctx_len - s->q_len + qi; /* this query's position: it sees keys first..pos */
+        int first = s->window > 0 && pos - s->window + 1 > 0 ? pos - s->window + 1 : 0;
         const float *q = c->q + (size_t)(s->q_start + qi) * qstride + (size_t)t->head * (size_t)hd;
-        int n_blocks = pos / bs + 1;
-        /* scores = q·Kᵀ·scale, a block of keys at a time */
-        for (int bi = 0; bi < n_blocks; bi++)
+        int b0 = first / bs, n_blocks = pos / bs + 1;
+        /* scores = q·Kᵀ·scale, a block of keys at a time (indexed by key position) */
+        for (int bi = b0; bi < n_blocks; bi++)
             lq_cpu_scores(scores + (size_t)bi * bs, q,
                           c->kv->k[c->layer] + kv_block_head(kv, s->block_table[bi], kvh), hd, bs);
         float mx = -INFINITY;
-        for (int k = 0; k <= pos; k++) {
+        for (int k = first; k <= pos; k++) {
             scores[k] *= c->scale;
             if (scores[k] > mx) mx = scores[k];
         }
         float sum = 0.0f;
-        for (int k = 0; k <= pos; k++) {
+        for (int k = first; k <= pos; k++) {
             scores[k] = expf(scores[k] - mx);
             sum += scores[k];
         }
         float inv_sum = 1.0f / sum;
-        for (int k = 0; k <= pos; k++) scores[k] *= inv_sum;
+        for (int k = first; k <= pos; k++) scores[k] *= inv_sum;
+        for (int k = b0 * bs; k < first; k++) scores[k] = 0.0f; /* before the window, in its first block */
         /* out = softmax · V, a block of values at a time */
         for (int j = 0; j < hd; j++) acc[j] = 0.0f;
-        for (int bi = 0; bi < n_blocks; bi++) {
+        for (int bi = b0; bi < n_blocks; bi++) {
             int n = pos + 1 - bi * bs < bs ? pos + 1 - bi * bs : bs;
             lq_cpu_weighted_rows(acc, scores + (size_t)bi * bs,
                                  c->kv->v[c->layer] + kv_block_head(kv, s->block_table[bi], kvh), n, hd);

@@ -65,8 +65,9 @@ void lqc_kv_write(lq_backend *b, const lq_kv_pool *kv, int layer, const float *k
 /* ---------- attention ---------- */
 
 /* Device metadata, one int array: per sequence {q_start, q_len, ctx_len, offset of
- * its block table}, the block tables, then per task {sequence, KV head, first pair}. */
-enum { SEQ_INTS = 4, TASK_INTS = 3 };
+ * its block table, sliding window (0: none)}, the block tables, then per task
+ * {sequence, KV head, first pair}. */
+enum { SEQ_INTS = 5, TASK_INTS = 3 };
 
 typedef struct attn_args {
     float *out;
@@ -101,15 +102,18 @@ __global__ void k_attention(attn_args a) {
     const int *task = a.meta + a.tasks_off + (size_t)blockIdx.x * TASK_INTS;
     const int *seq = a.meta + (size_t)task[0] * SEQ_INTS;
     int g = task[1], pair0 = task[2];
-    int q_start = seq[0], q_len = seq[1], ctx = seq[2];
+    int q_start = seq[0], q_len = seq[1], ctx = seq[2], window = seq[4];
     const int *table = a.meta + seq[3];
     int group = a.n_heads / a.n_kv_heads, n_pairs = q_len * group;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int pair = pair0 + warp, active = pair < n_pairs; /* uniform within a warp */
     int qi = active ? pair / group : 0, head = g * group + (active ? pair % group : 0);
     int pos = ctx - q_len + qi;
+    int lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0; /* this warp's first key */
     int last_pair = (pair0 + WARPS < n_pairs ? pair0 + WARPS : n_pairs) - 1;
     int last = ctx - q_len + last_pair / group; /* the furthest key any warp here needs */
+    int first_pos = ctx - q_len + pair0 / group; /* the nearest query here, so the earliest key any warp needs */
+    int first = window > 0 && first_pos - window + 1 > 0 ? first_pos - window + 1 : 0;
     size_t row = (size_t)(q_start + qi) * (size_t)a.n_heads * hd + (size_t)head * hd;
     float *myq = sq + warp * hd;
     if (active)
@@ -118,22 +122,23 @@ __global__ void k_attention(attn_args a) {
 #pragma unroll
     for (int i = 0; i < ACC; i++) acc[i] = 0.0f;
     float m = -INFINITY, l = 0.0f;
-    for (int k0 = 0; k0 <= last; k0 += KT) {
+    for (int k0 = first - first % KT; k0 <= last; k0 += KT) {
         __syncthreads(); /* every warp is done with the previous tile (and sq is written) */
         load_tile(sk, sv, a, table, g, k0, last);
         __syncthreads();
         if (!active) continue;
         int key = k0 + lane;
         float score = -INFINITY;
-        if (key <= pos) {
+        int seen = key >= lo && key <= pos;
+        if (seen) {
             float dot = 0.0f;
             const float *kr = sk + lane * (hd + 1);
             for (int d = 0; d < hd; d++) dot += myq[d] * kr[d];
             score = dot * a.scale;
         }
         float m_new = fmaxf(m, lqc_warp_max(score));
-        if (m_new == -INFINITY) continue; /* no visible key yet (cannot happen: key 0 is in the first tile) */
-        float p = key <= pos ? expf(score - m_new) : 0.0f;
+        if (m_new == -INFINITY) continue; /* no visible key in this tile yet (a window starting further on) */
+        float p = seen ? expf(score - m_new) : 0.0f;
         float corr = expf(m - m_new); /* 0 on the first tile, where m is -inf */
         l = l * corr + lqc_warp_sum(p);
 #pragma unroll
@@ -192,6 +197,7 @@ static size_t pack_attention(cuda_impl *im, int **out, const lq_attn_seq *seqs, 
         int nb = (seqs[s].ctx_len + block_size - 1) / block_size;
         int *sm = meta + (size_t)s * SEQ_INTS;
         sm[0] = seqs[s].q_start, sm[1] = seqs[s].q_len, sm[2] = seqs[s].ctx_len, sm[3] = (int)t;
+        sm[4] = seqs[s].window;
         memcpy(meta + t, seqs[s].block_table, (size_t)nb * sizeof(int));
         t += (size_t)nb;
         for (int g = 0; g < n_kv_heads; g++)

@@ -247,7 +247,7 @@ static void test_rope(void **state) {
 
 /* Writes the same K/V to both backends' pools through kv_write, with blocks handed out
  * in a scrambled order, then compares attention for sequences of all shapes. */
-static void check_attention(int n_heads, int n_kv_heads, int hd, int bs) {
+static void check_attention(int n_heads, int n_kv_heads, int hd, int bs, int window) {
     enum { NSEQ = 5 };
     int ctx[NSEQ] = {1, 37, 100, 300, 64}, qlen[NSEQ] = {1, 37, 3, 1, 17};
     int n_blocks = 0;
@@ -268,7 +268,7 @@ static void check_attention(int n_heads, int n_kv_heads, int hd, int bs) {
     int rows = 0, used = 0;
     for (int s = 0; s < NSEQ; s++) {
         int nb = (ctx[s] + bs - 1) / bs;
-        seqs[s] = (lq_attn_seq){rows, qlen[s], ctx[s], perm + used};
+        seqs[s] = (lq_attn_seq){rows, qlen[s], ctx[s], perm + used, window};
         /* all ctx[s] tokens of the sequence go in: earlier ones as "cached", then the step's */
         float *k = rand_vec((size_t)ctx[s] * kvd), *v = rand_vec((size_t)ctx[s] * kvd);
         int32_t *slots = malloc((size_t)ctx[s] * sizeof *slots);
@@ -288,7 +288,8 @@ static void check_attention(int n_heads, int n_kv_heads, int hd, int bs) {
     GPU->attention(GPU, og, qg, &pg, 0, seqs, NSEQ, n_heads, scale);
     float *got = from_gpu(og, (size_t)rows * qd);
     char what[96];
-    snprintf(what, sizeof what, "attention heads %d/%d head_dim %d block %d", n_heads, n_kv_heads, hd, bs);
+    snprintf(what, sizeof what, "attention heads %d/%d head_dim %d block %d window %d", n_heads, n_kv_heads, hd, bs,
+             window);
     compare(got, oc, (size_t)rows * qd, 1e-4, what);
     free(got), free(q), free(oc), free(kc), free(vc), free(perm);
     GPU->free(GPU, qg), GPU->free(GPU, og), GPU->free(GPU, kg), GPU->free(GPU, vg);
@@ -296,11 +297,13 @@ static void check_attention(int n_heads, int n_kv_heads, int hd, int bs) {
 
 static void test_attention(void **state) {
     (void)state;
-    check_attention(6, 2, 24, 5);   /* head_dim not a multiple of 32, odd block size */
-    check_attention(4, 4, 64, 16);  /* no GQA */
-    check_attention(32, 8, 128, 16); /* Mistral's heads */
-    check_attention(8, 1, 256, 16); /* the largest head_dim, MQA */
-    check_attention(3, 3, 2, 1);    /* degenerate: head_dim 2, one-token blocks */
+    check_attention(6, 2, 24, 5, 0);   /* head_dim not a multiple of 32, odd block size */
+    check_attention(4, 4, 64, 16, 0);  /* no GQA */
+    check_attention(32, 8, 128, 16, 0); /* Mistral's heads */
+    check_attention(32, 8, 128, 16, 40); /* and a sliding window, starting inside blocks and tiles */
+    check_attention(6, 2, 24, 5, 7);
+    check_attention(8, 1, 256, 16, 0); /* the largest head_dim, MQA */
+    check_attention(3, 3, 2, 1, 0);    /* degenerate: head_dim 2, one-token blocks */
 }
 
 /* ---------- LoRA ---------- */

@@ -1,14 +1,17 @@
 """Tiny random models of each supported architecture, and their logits from transformers.
 
-Covers what the bundled model does not: Mistral, Qwen2 (q/k/v biases), GQA
-ratios, rope scaling (linear, llama3), untied and tied embeddings, and weights
-stored as bf16 and f16. Each model is a few hundred KB, saved as a Hugging Face
+Covers what the bundled model does not: Mistral (with and without a sliding
+window shorter than the longest prompt), Qwen2 (q/k/v biases), GQA ratios,
+rope scaling (linear, llama3), untied and tied embeddings, and weights stored
+as bf16 and f16. Each model is a few hundred KB, saved as a Hugging Face
 folder under tests/reference/tiny/NAME with golden.json beside it: for a few
 prompts, the logits at every position and an 8-token greedy continuation.
 Weights are rounded to their storage dtype before the reference runs in
 float32, so both sides compute with the same numbers.
 
-    .venv-ref/bin/python tests/reference/tiny_golden.py tests/reference/tiny
+    .venv-ref/bin/python tests/reference/tiny_golden.py tests/reference/tiny [NAME ...]
+
+(names: only those models, e.g. a new one, leaving the others' files as they are)
 """
 import json
 import os
@@ -28,6 +31,10 @@ MODELS = {
     "mistral-linear-f32": (MistralForCausalLM, MistralConfig(
         **COMMON, num_attention_heads=6, num_key_value_heads=2, sliding_window=None, tie_word_embeddings=False,
         rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}), torch.float32),
+    # Each position sees itself and the 7 before it: the 40-token prompt and its continuation reach past that.
+    "mistral-window-f32": (MistralForCausalLM, MistralConfig(
+        **COMMON, num_attention_heads=4, num_key_value_heads=2, sliding_window=8, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}), torch.float32),
     "qwen2-f16": (Qwen2ForCausalLM, Qwen2Config(
         **COMMON, num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}), torch.float16),
@@ -36,8 +43,10 @@ MODELS = {
 PROMPTS = [[5], [1, 17, 99, 3, 64, 64, 12], list(range(3, 123, 3))]
 
 
-def main(out_dir):
+def main(out_dir, *names):
     for name, (cls, cfg, dtype) in MODELS.items():
+        if names and name not in names:
+            continue
         torch.manual_seed(len(name))
         model = cls(cfg).eval()
         with torch.no_grad():

@@ -132,9 +132,10 @@ static void test_rope(void **state) {
     free(x), free(orig);
 }
 
-/* Paged attention against dense causal attention: blocks handed out in a scrambled order. */
-static void test_paged_attention(void **state) {
-    (void)state;
+/* Paged attention against dense causal attention: blocks handed out in a
+ * scrambled order; with a sliding window (keys p-window+1..p), starting
+ * inside a block, too. */
+static void check_paged_attention(int window) {
     enum { BS = 4, NB = 16, KVH = 2, H = 6, HD = 8, NSEQ = 3 };
     int ctx[NSEQ] = {1, 9, 13}, qlen[NSEQ] = {1, 9, 2}; /* decode; full prefill; a 2-token chunk */
     float *kpool = calloc((size_t)NB * BS * KVH * HD, sizeof(float)), *vpool = calloc((size_t)NB * BS * KVH * HD, sizeof(float));
@@ -153,27 +154,28 @@ static void test_paged_attention(void **state) {
     }
     float *q = rand_vec((size_t)total_q * H * HD), *out = malloc((size_t)total_q * H * HD * sizeof *out);
     lq_attn_seq seqs[NSEQ];
-    for (int s = 0, row = 0; s < NSEQ; row += qlen[s], s++) seqs[s] = (lq_attn_seq){row, qlen[s], ctx[s], tables[s]};
+    for (int s = 0, row = 0; s < NSEQ; row += qlen[s], s++) seqs[s] = (lq_attn_seq){row, qlen[s], ctx[s], tables[s], window};
     float scale = 1.0f / sqrtf(HD);
     B->attention(B, out, q, &kv, 0, seqs, NSEQ, H, scale);
     double *ref = calloc((size_t)total_q * H * HD, sizeof *ref);
     for (int s = 0; s < NSEQ; s++)
         for (int i = 0; i < qlen[s]; i++) {
             int row = seqs[s].q_start + i, pos = ctx[s] - qlen[s] + i;
+            int first = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
             for (int h = 0; h < H; h++) {
                 int kh = h / (H / KVH);
                 const float *qv = q + ((size_t)row * H + h) * HD;
                 double sc[16], mx = -1e30, sum = 0;
-                for (int t = 0; t <= pos; t++) {
+                for (int t = first; t <= pos; t++) {
                     double d = 0;
                     for (int j = 0; j < HD; j++) d += (double)qv[j] * keys[s][(t * KVH + kh) * HD + j];
                     sc[t] = d * scale;
                     if (sc[t] > mx) mx = sc[t];
                 }
-                for (int t = 0; t <= pos; t++) sum += (sc[t] = exp(sc[t] - mx));
+                for (int t = first; t <= pos; t++) sum += (sc[t] = exp(sc[t] - mx));
                 for (int j = 0; j < HD; j++) {
                     double acc = 0;
-                    for (int t = 0; t <= pos; t++) acc += sc[t] / sum * vals[s][(t * KVH + kh) * HD + j];
+                    for (int t = first; t <= pos; t++) acc += sc[t] / sum * vals[s][(t * KVH + kh) * HD + j];
                     ref[((size_t)row * H + h) * HD + j] = acc;
                 }
             }
@@ -181,6 +183,12 @@ static void test_paged_attention(void **state) {
     assert_close(out, ref, (size_t)total_q * H * HD, 1e-5, "attention");
     for (int s = 0; s < NSEQ; s++) free(keys[s]), free(vals[s]);
     free(kpool), free(vpool), free(q), free(out), free(ref);
+}
+
+static void test_paged_attention(void **state) {
+    (void)state;
+    check_paged_attention(0);
+    check_paged_attention(3);
 }
 
 /* The LoRA op against a naive y += scale·(x·Aᵀ)·B: two targets sharing x (as q and k

@@ -1,6 +1,7 @@
 /* test_model_tiny.c — tiny random Llama (llama3 rope scaling, bf16 weights),
- * Mistral (linear rope scaling, f32) and Qwen2 (q/k/v biases, tied
- * embeddings, f16) models against transformers: logits at every position
+ * Mistral (linear rope scaling, f32; and a sliding window of 8 over a
+ * 40-token prompt) and Qwen2 (q/k/v biases, tied embeddings, f16) models
+ * against transformers: logits at every position
  * within 1e-4 and 8-token greedy continuations identical. The models and
  * their golden outputs come from tests/reference/tiny_golden.py. */
 #include <jansson.h>
@@ -88,6 +89,20 @@ static void test_mistral_linear_f32(void **state) {
     check_model("mistral-linear-f32");
 }
 
+/* A window of 8 positions, served as a window (not by capping the context). */
+static void test_mistral_window_f32(void **state) {
+    (void)state;
+    lq_error err;
+    lq_backend *b = lq_backend_cpu_new(1, &err);
+    lq_model *m = lq_model_load("tests/reference/tiny/mistral-window-f32", b, &err);
+    if (!m) fail_msg("%s", err.msg);
+    assert_int_equal(m->cfg.sliding_window, 8);
+    assert_int_equal(m->cfg.max_position, 256);
+    lq_model_free(m);
+    b->destroy(b);
+    check_model("mistral-window-f32");
+}
+
 static void test_qwen2_f16(void **state) {
     (void)state;
     check_model("qwen2-f16");
@@ -97,6 +112,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama3_bf16),
         cmocka_unit_test(test_mistral_linear_f32),
+        cmocka_unit_test(test_mistral_window_f32),
         cmocka_unit_test(test_qwen2_f16),
     };
     return cmocka_run_group_tests_name("tiny models", tests, NULL, NULL);
