@@ -55,6 +55,12 @@ int64_t lq_time_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t lq_mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void lq_backoff_reset(lq_backoff *b) { b->next_ms = 100; }
 
 int lq_backoff_next(lq_backoff *b) {

@@ -104,6 +104,7 @@ void lq_backoff_reset(lq_backoff *b);
 int lq_backoff_next(lq_backoff *b); /* the delay to wait now; doubles the next one */
 void lq_sleep_ms(int ms);
 int64_t lq_time_ms(void); /* Unix time, milliseconds */
+int64_t lq_mono_ms(void); /* monotonic clock, milliseconds: for intervals and timers */
 
 /* One command from argv. NULL with err on a connection failure (and the
  * connection is marked down) or on an error reply (connection stays up). */

@@ -108,12 +108,6 @@ struct lq_adapters {
 
 enum { MAX_REMEMBERED = 4096 }; /* ids the table keeps before it reuses forgettable entries */
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the loader thread ---- */
 
 static int is_dir(const char *path) {
@@ -183,7 +177,7 @@ static int upload(lq_adapters *a, result *r, lq_error *err) {
 static result *load_one(lq_adapters *a, const request *q) {
     result *r = calloc(1, sizeof *r);
     if (!r) return NULL;
-    double t0 = (double)mono_ms();
+    double t0 = (double)lq_mono_ms();
     snprintf(r->name, sizeof r->name, "%s", q->name);
     r->type = "adapter";
     lq_error err = {{0}};
@@ -208,7 +202,7 @@ static result *load_one(lq_adapters *a, const request *q) {
         without_dir(err.msg, r->dir, cause, sizeof cause);
         snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", q->name, cause);
     }
-    r->ms = (double)mono_ms() - t0;
+    r->ms = (double)lq_mono_ms() - t0;
     return r;
 }
 
@@ -302,15 +296,7 @@ lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_ada
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->wake_loader, NULL);
     pthread_cond_init(&a->wake_main, NULL);
-    /* Signals are for the main thread (they cut its waits short). */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int rc = pthread_create(&a->thread, NULL, loader_main, a);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
+    if (lq_thread_start(&a->thread, loader_main, a) != 0) {
         lq_fail(err, "cannot start the adapter loader thread");
         lq_adapters_free(a, 0);
         return NULL;
@@ -405,12 +391,12 @@ static int request_load(lq_adapters *a, entry *e) {
     return 0;
 }
 
-static int failed_now(const entry *e) { return e->fail_msg[0] && mono_ms() < e->failed_until_ms; }
+static int failed_now(const entry *e) { return e->fail_msg[0] && lq_mono_ms() < e->failed_until_ms; }
 
 lq_adapter_state lq_adapters_want(lq_adapters *a, const char *name, char *msg, size_t msg_len, const char **type) {
     entry *e = find_or_add(a, name);
     *type = "internal";
-    if (e) e->used_ms = mono_ms();
+    if (e) e->used_ms = lq_mono_ms();
     if (!e) {
         snprintf(msg, msg_len, "out of memory");
         return LQ_ADAPTER_FAILED;
@@ -421,7 +407,7 @@ lq_adapter_state lq_adapters_want(lq_adapters *a, const char *name, char *msg, s
             return LQ_ADAPTER_FAILED;
         }
         e->n_jobs++;
-        e->used_ms = mono_ms();
+        e->used_ms = lq_mono_ms();
         if (a->host) lq_host_tier_touch(a->host, name); /* in use: its host copy is the last to go */
         return LQ_ADAPTER_READY;
     }
@@ -534,10 +520,10 @@ static int install(lq_adapters *a, result *r, entry *e, int *ok) {
     *ok = 0;
     if (r->img) {
         lq_error err;
-        double t0 = (double)mono_ms();
+        double t0 = (double)lq_mono_ms();
         if (upload(a, r, &err) != 0)
             snprintf(r->msg, sizeof r->msg, "adapter '%s' cannot be loaded: %s", r->name, err.msg);
-        r->ms += (double)mono_ms() - t0;
+        r->ms += (double)lq_mono_ms() - t0;
     }
     if (r->lora) {
         lq_error err;
@@ -558,7 +544,7 @@ static int install(lq_adapters *a, result *r, entry *e, int *ok) {
                     e->dir = strdup(r->dir);
                 }
             }
-            if (e) e->fail_msg[0] = 0, e->used_ms = mono_ms();
+            if (e) e->fail_msg[0] = 0, e->used_ms = lq_mono_ms();
             note_download(a, e, r);
             return 0;
         }
@@ -571,7 +557,7 @@ static int install(lq_adapters *a, result *r, entry *e, int *ok) {
     if (e) {
         snprintf(e->fail_msg, sizeof e->fail_msg, "%s", r->msg);
         e->fail_type = r->type;
-        e->failed_until_ms = mono_ms() + a->failure_ttl_ms;
+        e->failed_until_ms = lq_mono_ms() + a->failure_ttl_ms;
         if (!e->declared) {
             free(e->dir); /* resolve again next time: the hub may have it by then */
             e->dir = NULL;

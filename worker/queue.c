@@ -89,10 +89,15 @@ void lq_log(const char *fmt, ...) {
 
 static void log_line(const char *msg) { lq_log("%s", msg); }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+int lq_thread_start(pthread_t *t, void *(*fn)(void *), void *arg) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 /* ---- state ---- */
@@ -221,7 +226,7 @@ static qjob *job_by_entry(lq_queue *q, const char *stream, const char *entry) {
 static int job_pending_calls(const qjob *j) { return j->n_resume + j->n_ev - j->confirmed + (j->ended ? 1 : 0); }
 
 static void count_tokens(lq_queue *q, int n) {
-    int64_t sec = mono_ms() / 1000;
+    int64_t sec = lq_mono_ms() / 1000;
     int slot = (int)(sec % RATE_SECONDS);
     if (q->rate_second[slot] != sec) {
         q->rate_second[slot] = sec;
@@ -232,7 +237,7 @@ static void count_tokens(lq_queue *q, int n) {
 }
 
 static double tokens_per_s(const lq_queue *q) {
-    int64_t sec = mono_ms() / 1000;
+    int64_t sec = lq_mono_ms() / 1000;
     uint64_t sum = 0;
     for (int i = 0; i < RATE_SECONDS; i++)
         if (q->rate_second[i] > sec - RATE_SECONDS && q->rate_second[i] <= sec) sum += q->rate_tokens[i];
@@ -1179,7 +1184,7 @@ static void read_control(lq_queue *q) {
 }
 
 static void housekeeping(lq_queue *q) {
-    int64_t now = mono_ms();
+    int64_t now = lq_mono_ms();
     int idle = q->c.claim_min_idle_ms;
     if (lq_redis_up(q->r) && due(&q->t_discover, now, q->c.discover_ms)) discover(q);
     if (lq_redis_up(q->r) && due(&q->t_control, now, CONTROL_MS)) read_control(q);
@@ -1225,7 +1230,7 @@ static void keeper_update(lq_queue *q) {
     lq_adapters_host_list(q->c.adapters, k->host_adapters, sizeof k->host_adapters);
     k->loads_host = st.loads_host;
     k->loads_disk = st.loads_disk;
-    k->turn_ms = mono_ms();
+    k->turn_ms = lq_mono_ms();
     k->running = lq_scheduler_running(q->s);
     k->draining = q->draining;
     k->rate = tokens_per_s(q);
@@ -1304,7 +1309,7 @@ static void wait_ms(keeper *k, int ms) {
 /* One tick of the keeper, called with k->mu held; drops it around Redis calls. */
 static void keeper_tick(lq_queue *q, int64_t *next_beat, int64_t *next_keep, int *stalled) {
     keeper *k = &q->k;
-    int64_t now = mono_ms();
+    int64_t now = lq_mono_ms();
     int idle = q->c.claim_min_idle_ms;
     int stall_ms = 3 * idle > STALL_MS ? 3 * idle : STALL_MS;
     if (now - k->turn_ms > stall_ms) {
@@ -1333,7 +1338,7 @@ static void keeper_tick(lq_queue *q, int64_t *next_beat, int64_t *next_keep, int
     free(held);
     pthread_mutex_lock(&k->mu);
     if (!lq_redis_up(k->r)) {
-        *next_beat = *next_keep = mono_ms() + 250; /* retry soon, without spinning */
+        *next_beat = *next_keep = lq_mono_ms() + 250; /* retry soon, without spinning */
         return;
     }
     if (beat) *next_beat = now + HEARTBEAT_MS;
@@ -1349,7 +1354,7 @@ static void *keeper_main(void *arg) {
     while (!k->stop) {
         keeper_tick(q, &next_beat, &next_keep, &stalled);
         if (k->stop) break;
-        int64_t now = mono_ms(), next = next_beat < next_keep ? next_beat : next_keep;
+        int64_t now = lq_mono_ms(), next = next_beat < next_keep ? next_beat : next_keep;
         int wait = next > now ? (int)(next - now) : 0;
         wait_ms(k, wait < 10 ? 10 : wait > HEARTBEAT_MS ? HEARTBEAT_MS : wait);
     }
@@ -1360,15 +1365,7 @@ static void *keeper_main(void *arg) {
 static int keeper_start(lq_queue *q, lq_error *err) {
     keeper *k = &q->k;
     if (!(k->r = lq_redis_clone(q->r, err))) return -1;
-    /* Signals are for the main thread (they cut its waits short): the keeper starts with them blocked. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int rc = pthread_create(&k->thread, NULL, keeper_main, q);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
+    if (lq_thread_start(&k->thread, keeper_main, q) != 0) {
         lq_redis_free(k->r);
         k->r = NULL;
         return lq_fail(err, "cannot start the heartbeat thread");

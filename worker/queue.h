@@ -8,6 +8,7 @@
 #ifndef LORQ_QUEUE_H
 #define LORQ_QUEUE_H
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 
@@ -44,5 +45,9 @@ int lq_queue_run(lq_queue *q, volatile sig_atomic_t *drain, volatile sig_atomic_
 
 /* One log line on stderr: "<UTC time> lorq-worker[<pid>]: <message>". */
 void lq_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* pthread_create for the worker's helper threads (heartbeat keeper, adapter
+ * loader): they start with SIGTERM and SIGINT blocked, so those signals reach
+ * the main thread and cut its waits short. 0, or pthread_create's error. */
+int lq_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 #endif
