@@ -305,13 +305,19 @@ lq_adapters *lq_adapters_new(lq_scheduler *s, const lq_model *base, const lq_ada
     return a;
 }
 
-/* Until the loader is out of load_one, at most ms. 1: it is. Called with mu held. */
-static int wait_idle(lq_adapters *a, int ms) {
+/* The CLOCK_REALTIME time ms from now, as pthread_cond_timedwait wants it. */
+static struct timespec deadline_in(int ms) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_sec += ms / 1000;
     ts.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    return ts;
+}
+
+/* Until the loader is out of load_one, at most ms. 1: it is. Called with mu held. */
+static int wait_idle(lq_adapters *a, int ms) {
+    struct timespec ts = deadline_in(ms);
     while (a->busy)
         if (pthread_cond_timedwait(&a->wake_main, &a->mu, &ts) != 0) break;
     return !a->busy;
@@ -396,18 +402,17 @@ static int failed_now(const entry *e) { return e->fail_msg[0] && lq_mono_ms() < 
 lq_adapter_state lq_adapters_want(lq_adapters *a, const char *name, char *msg, size_t msg_len, const char **type) {
     entry *e = find_or_add(a, name);
     *type = "internal";
-    if (e) e->used_ms = lq_mono_ms();
     if (!e) {
         snprintf(msg, msg_len, "out of memory");
         return LQ_ADAPTER_FAILED;
     }
+    e->used_ms = lq_mono_ms();
     if (lq_scheduler_is_resident(a->s, name)) {
         if (e->n_jobs == 0 && lq_scheduler_pin_adapter(a->s, name) != 0) {
             snprintf(msg, msg_len, "adapter '%s' vanished while being pinned", name);
             return LQ_ADAPTER_FAILED;
         }
         e->n_jobs++;
-        e->used_ms = lq_mono_ms();
         if (a->host) lq_host_tier_touch(a->host, name); /* in use: its host copy is the last to go */
         return LQ_ADAPTER_READY;
     }
@@ -431,10 +436,8 @@ void lq_adapters_release(lq_adapters *a, const char *name) {
 }
 
 int lq_adapters_preload(lq_adapters *a, const char *name, char *why, size_t why_len) {
-    if (!lq_adapter_id_valid(name) || !name[0] || !lq_adapters_admissible(a, name, why, why_len)) {
-        if (!name[0] || !lq_adapter_id_valid(name)) snprintf(why, why_len, "'%s' is not a valid adapter id", name);
-        return -1;
-    }
+    if (!name[0] || !lq_adapter_id_valid(name)) return snprintf(why, why_len, "'%s' is not a valid adapter id", name), -1;
+    if (!lq_adapters_admissible(a, name, why, why_len)) return -1;
     entry *e = find_or_add(a, name);
     if (!e) return snprintf(why, why_len, "out of memory"), -1;
     if (e->loading || lq_scheduler_is_resident(a->s, name)) return 0;
@@ -595,11 +598,7 @@ int lq_adapters_poll(lq_adapters *a, void (*done)(void *ctx, const char *name, i
 int lq_adapters_loading(const lq_adapters *a) { return a->n_loading; }
 
 void lq_adapters_wait(lq_adapters *a, int ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    struct timespec ts = deadline_in(ms);
     pthread_mutex_lock(&a->mu);
     if (!a->done) pthread_cond_timedwait(&a->wake_main, &a->mu, &ts);
     pthread_mutex_unlock(&a->mu);
