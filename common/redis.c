@@ -623,6 +623,7 @@ char *lq_key_queue(const lq_redis *r, const char *adapter, char *buf) {
 }
 char *lq_key_queues(const lq_redis *r, char *buf) { return key2(r, "queues", NULL, buf); }
 char *lq_key_queues_new(const lq_redis *r, char *buf) { return key2(r, "queues:new", NULL, buf); }
+char *lq_key_control(const lq_redis *r, char *buf) { return key2(r, "control", NULL, buf); }
 char *lq_key_job(const lq_redis *r, const char *id, char *buf) { return key2(r, "job:", id, buf); }
 char *lq_key_log(const lq_redis *r, const char *id, char *buf) { return key2(r, "log:", id, buf); }
 char *lq_key_channel(const lq_redis *r, const char *id, char *buf) { return key2(r, "ch:", id, buf); }

@@ -150,6 +150,7 @@ long long lq_reply_int(const redisReply *rep, size_t i);
 char *lq_key_queue(const lq_redis *r, const char *adapter, char *buf); /* P q:<adapter>, "" -> P q:@base */
 char *lq_key_queues(const lq_redis *r, char *buf);                     /* P queues */
 char *lq_key_queues_new(const lq_redis *r, char *buf);                 /* P queues:new */
+char *lq_key_control(const lq_redis *r, char *buf);                    /* P control */
 char *lq_key_job(const lq_redis *r, const char *id, char *buf);        /* P job:<id> */
 char *lq_key_log(const lq_redis *r, const char *id, char *buf);        /* P log:<id> */
 char *lq_key_channel(const lq_redis *r, const char *id, char *buf);    /* P ch:<id> */

@@ -80,8 +80,7 @@ static void send_command(lq_gw *gw, struct evhttp_request *req, const char *op, 
     snprintf(a->op, sizeof a->op, "%s", op);
     snprintf(a->adapter, sizeof a->adapter, "%s", id);
     char key[LQ_KEY_MAX];
-    snprintf(key, sizeof key, "%scontrol", lq_redis_prefix(gw->names));
-    const char *argv[] = {"XADD", key, "MAXLEN", "~", "1000", "*", "op", op, "adapter", id};
+    const char *argv[] = {"XADD", lq_key_control(gw->names, key), "MAXLEN", "~", "1000", "*", "op", op, "adapter", id};
     size_t lens[10];
     for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
     if (!lq_rc_up(gw->rc) || lq_rc_command(gw->rc, on_added, a, 10, argv, lens)) {

@@ -1128,8 +1128,6 @@ static int due(int64_t *last, int64_t now, int every_ms) {
  * existed when it first looked: commands are for the workers alive when they
  * are sent. Fields: op (load | unload), adapter. */
 
-static void control_key(const lq_queue *q, char *key) { snprintf(key, LQ_KEY_MAX, "%scontrol", lq_redis_prefix(q->r)); }
-
 static void control_apply(lq_queue *q, const char *op, const char *adapter) {
     char why[700];
     if (!strcmp(op, "load")) {
@@ -1160,7 +1158,7 @@ static void control_entry(lq_queue *q, const redisReply *e) {
 
 static void read_control(lq_queue *q) {
     char key[LQ_KEY_MAX];
-    control_key(q, key);
+    lq_key_control(q->r, key);
     lq_error err;
     redisReply *rep;
     if (!q->control_id[0]) { /* first look: start after the newest entry */

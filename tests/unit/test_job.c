@@ -740,6 +740,7 @@ static void test_keys(void **state) {
     assert_string_equal(lq_key_queue(r, "", k), "lorq:{s3}:q:@base");
     assert_string_equal(lq_key_queues(r, k), "lorq:{s3}:queues");
     assert_string_equal(lq_key_queues_new(r, k), "lorq:{s3}:queues:new");
+    assert_string_equal(lq_key_control(r, k), "lorq:{s3}:control");
     assert_string_equal(lq_key_job(r, "j1", k), "lorq:{s3}:job:j1");
     assert_string_equal(lq_key_log(r, "j1", k), "lorq:{s3}:log:j1");
     assert_string_equal(lq_key_channel(r, "j1", k), "lorq:{s3}:ch:j1");
