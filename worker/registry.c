@@ -52,6 +52,12 @@ static void drop_at(lq_registry *r, int i) {
     r->n--;
 }
 
+static int find(const lq_registry *r, const char *name) {
+    for (int i = 0; i < r->n; i++)
+        if (!strcmp(r->entries[i].lora->name, name)) return i;
+    return -1;
+}
+
 /* Evicts unpinned adapters, least recent first, until one more of `need` bytes fits. */
 static int make_room(lq_registry *r, size_t need) {
     for (int i = r->n - 1; i >= 0 && full(r, need); i--)
@@ -76,12 +82,12 @@ static int push_front(lq_registry *r, lq_lora *a, int pins) {
 }
 
 lq_lora *lq_registry_acquire(lq_registry *r, const char *name, const char *dir, lq_error *err) {
-    for (int i = 0; i < r->n; i++)
-        if (!strcmp(r->entries[i].lora->name, name)) {
-            r->entries[i].pins++;
-            move_to_front(r, i);
-            return r->entries[0].lora;
-        }
+    int i = find(r, name);
+    if (i >= 0) {
+        r->entries[i].pins++;
+        move_to_front(r, i);
+        return r->entries[0].lora;
+    }
     lq_lora *a = lq_lora_load(dir, name, r->base, err);
     if (!a) return NULL;
     if (make_room(r, a->bytes) != 0) {
@@ -104,18 +110,10 @@ int lq_registry_insert(lq_registry *r, lq_lora *a, lq_error *err) {
     if (a->bytes > r->budget)
         return lq_fail(err, "adapter %s needs %.1f MB, more than the whole adapter memory budget of %.1f MB", a->name,
                        a->bytes / 1e6, r->budget / 1e6);
-    for (int i = 0; i < r->n; i++)
-        if (!strcmp(r->entries[i].lora->name, a->name))
-            return lq_fail(err, "adapter %s is already resident", a->name);
+    if (find(r, a->name) >= 0) return lq_fail(err, "adapter %s is already resident", a->name);
     if (make_room(r, a->bytes) != 0) return 1;
     if (push_front(r, a, 0) != 0) return lq_fail(err, "out of memory");
     return 0;
-}
-
-static int find(const lq_registry *r, const char *name) {
-    for (int i = 0; i < r->n; i++)
-        if (!strcmp(r->entries[i].lora->name, name)) return i;
-    return -1;
 }
 
 int lq_registry_pin(lq_registry *r, const char *name) {
