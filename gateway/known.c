@@ -5,7 +5,7 @@
  * the gateway was never told about; their heartbeats list them (field
  * `adapters` of P worker:<id>). Reading those on every /v1/models would make
  * a listing wait for Redis, so a timer refreshes a copy every two seconds:
- * ZREVRANGE P workers, then one HGET per worker, and the copy is swapped in
+ * the most recent heartbeats (as /health), then one HGET per worker, and the copy is swapped in
  * when the last reply is in. A listing may be two seconds old, which is what
  * a heartbeat is anyway. */
 #include "known.h"
@@ -16,7 +16,7 @@
 #include "job.h"
 #include "server.h"
 
-enum { REFRESH_MS = 2000, MAX_WORKERS = 64 };
+enum { REFRESH_MS = 2000 };
 
 struct lq_known {
     lq_gw *gw;
@@ -90,23 +90,15 @@ static void on_adapters(redisReply *reply, void *priv) {
 
 static void on_workers(redisReply *reply, void *priv) {
     lq_known *k = priv;
-    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 || !lq_rc_up(k->gw->rc)) {
-        if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 0) {
-            free_ids(k->ids, k->n);
-            k->ids = NULL;
-            k->n = 0;
-        }
-        k->refreshing = 0;
-        return;
-    }
-    round *r = calloc(1, sizeof *r);
-    if (!r) {
+    int listed = reply && reply->type == REDIS_REPLY_ARRAY;
+    round *r = listed && lq_rc_up(k->gw->rc) ? calloc(1, sizeof *r) : NULL;
+    if (!r) { /* keep the last copy until Redis answers */
         k->refreshing = 0;
         return;
     }
     r->k = k;
-    r->pending = 1; /* held until every HGET is sent */
-    for (size_t i = 0; i < reply->elements && i < MAX_WORKERS; i++) {
+    r->pending = 1; /* held until every HGET is sent; with no worker, the round ends empty at once */
+    for (size_t i = 0; i < reply->elements && i < LQ_GW_RECENT_WORKERS; i++) {
         if (reply->element[i]->type != REDIS_REPLY_STRING) continue;
         char key[LQ_KEY_MAX];
         const char *argv[3] = {"HGET", lq_key_worker(k->gw->names, reply->element[i]->str, key), "adapters"};
@@ -122,12 +114,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
     (void)what;
     lq_known *k = arg;
     if (k->refreshing || !lq_rc_up(k->gw->rc)) return;
-    char key[LQ_KEY_MAX], stop[16];
-    snprintf(stop, sizeof stop, "%d", MAX_WORKERS - 1);
-    const char *argv[4] = {"ZREVRANGE", lq_key_workers(k->gw->names, key), "0", stop};
-    size_t lens[4] = {9, strlen(argv[1]), 1, strlen(stop)};
     k->refreshing = 1;
-    if (lq_rc_command(k->gw->rc, on_workers, k, 4, argv, lens)) k->refreshing = 0;
+    if (lq_gw_recent_workers(k->gw, on_workers, k)) k->refreshing = 0;
 }
 
 lq_known *lq_known_new(lq_gw *gw) {

@@ -75,6 +75,14 @@ static const char *reason(int status) {
     }
 }
 
+int lq_gw_recent_workers(lq_gw *gw, lq_rc_reply_fn fn, void *priv) {
+    char key[LQ_KEY_MAX], stop[16];
+    snprintf(stop, sizeof stop, "%d", LQ_GW_RECENT_WORKERS - 1);
+    const char *argv[4] = {"ZREVRANGE", lq_key_workers(gw->names, key), "0", stop};
+    size_t lens[4] = {9, strlen(argv[1]), 1, strlen(stop)};
+    return lq_rc_command(gw->rc, fn, priv, 4, argv, lens);
+}
+
 char *lq_json_text(const json_t *v) { return json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(9)); }
 
 json_t *lq_json_string_utf8(const char *s, size_t n) {

@@ -43,4 +43,9 @@ char *lq_json_text(const json_t *v);
  * tokenizer's pieces may split a character); NULL s gives "". */
 json_t *lq_json_string_utf8(const char *s, size_t n);
 
+/* The workers that beat most recently: ZREVRANGE P workers 0 LQ_GW_RECENT_WORKERS-1,
+ * for /health and the adapter listing; fn gets the reply. -1 if not sent. */
+enum { LQ_GW_RECENT_WORKERS = 64 };
+int lq_gw_recent_workers(lq_gw *gw, lq_rc_reply_fn fn, void *priv);
+
 #endif

@@ -13,8 +13,6 @@
 #include "routes.h"
 #include "server.h"
 
-#define HEALTH_WORKERS 64 /* the most recent heartbeats looked at */
-
 static void on_live(redisReply *reply, void *priv) {
     struct evhttp_request *req = priv;
     if (!reply || reply->type != REDIS_REPLY_INTEGER) {
@@ -44,10 +42,10 @@ static void on_recent(redisReply *reply, void *priv) {
         lq_http_error(req, 503, "unhealthy", "no live worker: none has registered a heartbeat");
         return;
     }
-    size_t n = reply->elements < HEALTH_WORKERS ? reply->elements : HEALTH_WORKERS;
-    const char *argv[HEALTH_WORKERS + 1];
-    size_t lens[HEALTH_WORKERS + 1];
-    char keys[HEALTH_WORKERS][LQ_KEY_MAX];
+    size_t n = reply->elements < LQ_GW_RECENT_WORKERS ? reply->elements : LQ_GW_RECENT_WORKERS;
+    const char *argv[LQ_GW_RECENT_WORKERS + 1];
+    size_t lens[LQ_GW_RECENT_WORKERS + 1];
+    char keys[LQ_GW_RECENT_WORKERS][LQ_KEY_MAX];
     argv[0] = "EXISTS";
     lens[0] = 6;
     for (size_t i = 0; i < n; i++) {
@@ -72,11 +70,7 @@ void lq_route_health(lq_gw *gw, struct evhttp_request *req, const char *arg) {
     }
     h->gw = gw;
     h->req = req;
-    char k_workers[LQ_KEY_MAX], stop[16];
-    snprintf(stop, sizeof stop, "%d", HEALTH_WORKERS - 1);
-    const char *argv[4] = {"ZREVRANGE", lq_key_workers(gw->names, k_workers), "0", stop};
-    size_t lens[4] = {9, strlen(argv[1]), 1, strlen(stop)};
-    if (lq_rc_command(gw->rc, on_recent, h, 4, argv, lens)) {
+    if (lq_gw_recent_workers(gw, on_recent, h)) {
         free(h);
         lq_http_error(req, 503, "unhealthy", "Redis is unreachable");
     }
