@@ -296,13 +296,13 @@ static int bind_mat(lq_model *m, lq_mat *out, const char *name, int rows, int co
 static int bind_bias(lq_model *m, const float **out, const char *name, int n, int required, lq_error *err) {
     *out = NULL;
     if (m->dummy) { /* dummy biases are zero: what matters is that the adds run */
-        float *dev = required ? own(m, (size_t)n * sizeof *dev) : NULL;
-        float *zeros = required ? calloc((size_t)n, sizeof *zeros) : NULL;
-        if (required && (!dev || !zeros)) {
+        if (!required) return 0;
+        float *dev = own(m, (size_t)n * sizeof *dev), *zeros = calloc((size_t)n, sizeof *zeros);
+        if (!dev || !zeros) {
             free(zeros);
             return lq_fail(err, "out of memory");
         }
-        if (required) m->backend->upload(m->backend, dev, zeros, (size_t)n * sizeof *dev);
+        m->backend->upload(m->backend, dev, zeros, (size_t)n * sizeof *dev);
         free(zeros);
         *out = dev;
         return 0;
@@ -368,14 +368,21 @@ static int bind_weights(lq_model *m, lq_error *err) {
     return 0;
 }
 
-lq_model *lq_model_load(const char *dir, lq_backend *backend, lq_error *err) {
+/* An empty model on backend, named by its folder (or config file). */
+static lq_model *model_new(const char *dir, lq_backend *backend, lq_error *err) {
     lq_model *m = calloc(1, sizeof *m);
-    if (!m) {
+    if (!m || !(m->dir = strdup(dir))) {
+        free(m);
         lq_fail(err, "out of memory");
         return NULL;
     }
     m->backend = backend;
-    m->dir = strdup(dir);
+    return m;
+}
+
+lq_model *lq_model_load(const char *dir, lq_backend *backend, lq_error *err) {
+    lq_model *m = model_new(dir, backend, err);
+    if (!m) return NULL;
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     char *config = lq_read_file(path, NULL, err);
@@ -406,13 +413,8 @@ static char *read_config(const char *path, lq_error *err) {
 
 lq_model *lq_model_load_dummy(const char *path, lq_backend *backend, lq_dtype dtype, unsigned long seed,
                               lq_error *err) {
-    lq_model *m = calloc(1, sizeof *m);
-    if (!m) {
-        lq_fail(err, "out of memory");
-        return NULL;
-    }
-    m->backend = backend;
-    m->dir = strdup(path);
+    lq_model *m = model_new(path, backend, err);
+    if (!m) return NULL;
     m->dummy = 1;
     m->dummy_dtype = dtype;
     m->dummy_seed = seed * 2654435761ul + 1;
